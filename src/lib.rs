@@ -1,0 +1,15 @@
+//! hipinfer: an inference engine for AMD GPUs (HIP) that survives GPU faults without losing
+//! requests.
+//!
+//! Layers (see `README.md`): [`error`] classifies HIP status codes into recovery classes;
+//! [`retry`] retries device operations by class with backoff, a circuit breaker, a retry budget
+//! and Prometheus metrics.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_debug_implementations)]
+
+pub mod error;
+pub mod retry;
+
+pub use error::{ConfigError, HipError, Op, Recovery};
+pub use retry::{retry_operation, retry_operation_async, RetryConfig, RetryPolicy, RetryState};

@@ -1,0 +1,192 @@
+//! The retry budget: a cap on retries shared by every caller.
+//!
+//! A fixed retry count per call is not enough. When a device is sick, every caller retries
+//! `max_retries` times, multiplying the load on it exactly when it can bear the least (a retry
+//! storm). A budget ties retries to useful traffic instead: each call deposits `ratio` of a retry
+//! (default 20 %), each retry withdraws one, and deposits expire after `ttl` (default 10 s); a
+//! floor of `min_per_second` retries (default 10) keeps a quiet service able to retry at all.
+//! So over any `ttl`, retries ≤ ratio × calls + min_per_second × ttl. The same rule as tower's
+//! `TpsBudget` and Envoy's retry budget, with a cheaper deposit: a call adds to one atomic counter
+//! and reads no clock; the counter is folded into the time window when a retry asks.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use prometheus::Gauge;
+
+use crate::error::ConfigError;
+
+use super::clock::Clock;
+
+/// Retry budget settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BudgetConfig {
+    /// Retries allowed per call made (default 0.2).
+    pub ratio: f64,
+    /// Retries always allowed per second, whatever the traffic (default 10).
+    pub min_per_second: u32,
+    /// How long a deposit counts (default 10 s).
+    pub ttl: Duration,
+}
+
+impl Default for BudgetConfig {
+    fn default() -> Self {
+        BudgetConfig {
+            ratio: 0.2,
+            min_per_second: 10,
+            ttl: Duration::from_secs(10),
+        }
+    }
+}
+
+impl BudgetConfig {
+    /// A budget that never runs out.
+    pub fn unlimited() -> Self {
+        BudgetConfig {
+            ratio: f64::INFINITY,
+            ..Self::default()
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.ratio.is_nan() || self.ratio < 0.0 {
+            return Err(ConfigError::new(
+                "budget.ratio",
+                format!("{} is not a number ≥ 0", self.ratio),
+            ));
+        }
+        if self.ttl < Duration::from_millis(10) || self.ttl > Duration::from_secs(3600) {
+            return Err(ConfigError::new(
+                "budget.ttl",
+                format!("{:?} is not between 10 ms and 1 hour", self.ttl),
+            ));
+        }
+        Ok(())
+    }
+
+    fn floor(&self) -> f64 {
+        f64::from(self.min_per_second) * self.ttl.as_secs_f64()
+    }
+}
+
+const SLOTS: usize = 10;
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Slot {
+    deposits: u64,
+    withdrawals: u64,
+}
+
+#[derive(Debug)]
+struct Window {
+    slots: [Slot; SLOTS],
+    current: usize,
+    /// Start of the current slot (clock time).
+    current_start: Duration,
+}
+
+/// A shared retry budget.
+#[derive(Debug)]
+pub struct RetryBudget {
+    config: BudgetConfig,
+    pending_deposits: AtomicU64,
+    denied: AtomicU64,
+    window: Mutex<Window>,
+    clock: Arc<dyn Clock>,
+    gauge: Option<Gauge>,
+}
+
+impl RetryBudget {
+    pub(crate) fn new(config: BudgetConfig, clock: Arc<dyn Clock>, gauge: Option<Gauge>) -> Self {
+        let now = clock.now();
+        if let Some(gauge) = &gauge {
+            gauge.set(config.floor());
+        }
+        RetryBudget {
+            config,
+            pending_deposits: AtomicU64::new(0),
+            denied: AtomicU64::new(0),
+            window: Mutex::new(Window {
+                slots: [Slot::default(); SLOTS],
+                current: 0,
+                current_start: now,
+            }),
+            clock,
+            gauge,
+        }
+    }
+
+    pub fn config(&self) -> &BudgetConfig {
+        &self.config
+    }
+
+    /// Records a call (the hot path: one relaxed atomic add).
+    #[inline]
+    pub fn deposit(&self) {
+        self.pending_deposits.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Takes one retry from the budget; `false` when it is spent.
+    pub fn try_withdraw(&self) -> bool {
+        if self.config.ratio.is_infinite() {
+            return true;
+        }
+        let mut window = self.window.lock();
+        let balance = self.balance(&mut window);
+        let allowed = balance >= 1.0;
+        if allowed {
+            let current = window.current;
+            window.slots[current].withdrawals += 1;
+        } else {
+            self.denied.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(gauge) = &self.gauge {
+            gauge.set((balance - f64::from(u8::from(allowed))).max(0.0).floor());
+        }
+        allowed
+    }
+
+    /// Retries the budget would allow now.
+    pub fn remaining(&self) -> f64 {
+        if self.config.ratio.is_infinite() {
+            return f64::INFINITY;
+        }
+        let mut window = self.window.lock();
+        self.balance(&mut window).max(0.0).floor()
+    }
+
+    /// Retries refused so far.
+    pub fn denied(&self) -> u64 {
+        self.denied.load(Ordering::Relaxed)
+    }
+
+    fn balance(&self, window: &mut Window) -> f64 {
+        self.rotate(window);
+        let pending = self.pending_deposits.swap(0, Ordering::Relaxed);
+        let current = window.current;
+        window.slots[current].deposits += pending;
+        let (deposits, withdrawals) = window.slots.iter().fold((0u64, 0u64), |(d, w), slot| {
+            (d + slot.deposits, w + slot.withdrawals)
+        });
+        deposits as f64 * self.config.ratio + self.config.floor() - withdrawals as f64
+    }
+
+    /// Moves the window to now, clearing slots older than `ttl`.
+    fn rotate(&self, window: &mut Window) {
+        let slot_length = self.config.ttl / SLOTS as u32;
+        let now = self.clock.now();
+        let elapsed = now.saturating_sub(window.current_start);
+        let steps = (elapsed.as_nanos() / slot_length.as_nanos().max(1)) as usize;
+        for _ in 0..steps.min(SLOTS) {
+            window.current = (window.current + 1) % SLOTS;
+            let current = window.current;
+            window.slots[current] = Slot::default();
+        }
+        if steps > 0 {
+            let into_slot = elapsed.as_nanos() % slot_length.as_nanos().max(1);
+            window.current_start = now - Duration::from_nanos(into_slot as u64);
+        }
+    }
+}
