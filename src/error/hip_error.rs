@@ -11,10 +11,18 @@ use super::recovery::{Classify, Recovery};
 /// Keeps the raw `hipError_t` integer (never transmuted into an enum, so codes from a newer ROCm
 /// stay representable), the operation, and context. Ask it questions ([`HipError::recovery`],
 /// [`HipError::is_recoverable`], [`HipError::is_permanent`]) rather than matching on codes.
+///
+/// Two words: the context is boxed, so `Result<(), HipError>` comes back in registers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HipError {
     code: i32,
     op: Op,
+    context: Option<Box<ErrorContext>>,
+}
+
+/// What was being done when a device call failed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct ErrorContext {
     device: Option<i32>,
     kernel: Option<&'static str>,
     bytes: Option<usize>,
@@ -40,35 +48,36 @@ impl HipError {
         HipError {
             code,
             op,
-            device: None,
-            kernel: None,
-            bytes: None,
-            detail: None,
+            context: None,
         }
     }
 
     /// Adds the device index.
     pub fn with_device(mut self, device: i32) -> Self {
-        self.device = Some(device);
+        self.context_mut().device = Some(device);
         self
     }
 
     /// Adds the kernel being launched.
     pub fn with_kernel(mut self, kernel: &'static str) -> Self {
-        self.kernel = Some(kernel);
+        self.context_mut().kernel = Some(kernel);
         self
     }
 
     /// Adds the byte count being allocated or copied.
     pub fn with_bytes(mut self, bytes: usize) -> Self {
-        self.bytes = Some(bytes);
+        self.context_mut().bytes = Some(bytes);
         self
     }
 
     /// Adds a free-text detail (shown in `Display`, never used as a metric label).
     pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
-        self.detail = Some(detail.into().into_boxed_str());
+        self.context_mut().detail = Some(detail.into().into_boxed_str());
         self
+    }
+
+    fn context_mut(&mut self) -> &mut ErrorContext {
+        self.context.get_or_insert_with(Box::default)
     }
 
     /// The raw `hipError_t` value.
@@ -87,19 +96,19 @@ impl HipError {
     }
 
     pub fn device(&self) -> Option<i32> {
-        self.device
+        self.context.as_ref()?.device
     }
 
     pub fn kernel(&self) -> Option<&'static str> {
-        self.kernel
+        self.context.as_ref()?.kernel
     }
 
     pub fn bytes(&self) -> Option<usize> {
-        self.bytes
+        self.context.as_ref()?.bytes
     }
 
     pub fn detail(&self) -> Option<&str> {
-        self.detail.as_deref()
+        self.context.as_ref()?.detail.as_deref()
     }
 
     /// What recovery this failure needs (the table in `hip-errors.md`).
@@ -162,17 +171,17 @@ impl fmt::Display for HipError {
             self.op,
             self.recovery()
         )?;
-        if let Some(device) = self.device {
+        if let Some(device) = self.device() {
             write!(f, ", device {device}")?;
         }
-        if let Some(kernel) = self.kernel {
+        if let Some(kernel) = self.kernel() {
             write!(f, ", kernel {kernel}")?;
         }
-        if let Some(bytes) = self.bytes {
+        if let Some(bytes) = self.bytes() {
             write!(f, ", {bytes} bytes")?;
         }
         f.write_str("]")?;
-        if let Some(detail) = &self.detail {
+        if let Some(detail) = self.detail() {
             write!(f, ": {detail}")?;
         }
         Ok(())

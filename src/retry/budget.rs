@@ -6,9 +6,13 @@
 //! (default 20 %), each retry withdraws one, and deposits expire after `ttl` (default 10 s); a
 //! floor of `min_per_second` retries (default 10) keeps a quiet service able to retry at all.
 //! So over any `ttl`, retries ≤ ratio × calls + min_per_second × ttl. The same rule as tower's
-//! `TpsBudget` and Envoy's retry budget, with a cheaper deposit: a call adds to one atomic counter
-//! and reads no clock; the counter is folded into the time window when a retry asks.
+//! `TpsBudget` and Envoy's retry budget, with a cheaper deposit: a call reads no clock and takes
+//! no lock. It bumps a counter local to its thread, which is added to the shared counter every
+//! [`DEPOSIT_BATCH`] calls (and when the thread ends, or the same thread asks for a retry); the
+//! shared counter is folded into the time window when a retry asks. At most `DEPOSIT_BATCH − 1`
+//! deposits per thread are not yet visible, which only makes the budget stricter.
 
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -73,6 +77,37 @@ impl BudgetConfig {
 
 const SLOTS: usize = 10;
 
+/// Calls a thread counts locally before adding them to the shared counter.
+pub const DEPOSIT_BATCH: u64 = 32;
+
+/// This thread's deposits not yet added to `target`.
+struct LocalDeposits {
+    target: Option<Arc<AtomicU64>>,
+    count: u64,
+}
+
+impl LocalDeposits {
+    fn flush(&mut self) {
+        if let Some(target) = &self.target {
+            if self.count > 0 {
+                target.fetch_add(self.count, Ordering::Relaxed);
+            }
+        }
+        self.count = 0;
+    }
+}
+
+impl Drop for LocalDeposits {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
+thread_local! {
+    static LOCAL_DEPOSITS: RefCell<LocalDeposits> =
+        const { RefCell::new(LocalDeposits { target: None, count: 0 }) };
+}
+
 #[derive(Debug, Default, Clone, Copy)]
 struct Slot {
     deposits: u64,
@@ -91,7 +126,7 @@ struct Window {
 #[derive(Debug)]
 pub struct RetryBudget {
     config: BudgetConfig,
-    pending_deposits: AtomicU64,
+    pending_deposits: Arc<AtomicU64>,
     denied: AtomicU64,
     window: Mutex<Window>,
     clock: Arc<dyn Clock>,
@@ -106,7 +141,7 @@ impl RetryBudget {
         }
         RetryBudget {
             config,
-            pending_deposits: AtomicU64::new(0),
+            pending_deposits: Arc::new(AtomicU64::new(0)),
             denied: AtomicU64::new(0),
             window: Mutex::new(Window {
                 slots: [Slot::default(); SLOTS],
@@ -122,10 +157,47 @@ impl RetryBudget {
         &self.config
     }
 
-    /// Records a call (the hot path: one relaxed atomic add).
+    /// Records a call (the hot path: a thread-local add; a shared atomic add every
+    /// [`DEPOSIT_BATCH`] calls).
     #[inline]
     pub fn deposit(&self) {
-        self.pending_deposits.fetch_add(1, Ordering::Relaxed);
+        let counted = LOCAL_DEPOSITS.try_with(|local| {
+            let Ok(mut local) = local.try_borrow_mut() else {
+                return false;
+            };
+            match &local.target {
+                Some(target) if Arc::ptr_eq(target, &self.pending_deposits) => {
+                    local.count += 1;
+                    if local.count >= DEPOSIT_BATCH {
+                        local.flush();
+                    }
+                }
+                _ => {
+                    local.flush();
+                    local.target = Some(self.pending_deposits.clone());
+                    local.count = 1;
+                }
+            }
+            true
+        });
+        if counted != Ok(true) {
+            self.pending_deposits.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Adds this thread's not yet shared deposits for this budget.
+    fn flush_local(&self) {
+        let _ = LOCAL_DEPOSITS.try_with(|local| {
+            if let Ok(mut local) = local.try_borrow_mut() {
+                if local
+                    .target
+                    .as_ref()
+                    .is_some_and(|t| Arc::ptr_eq(t, &self.pending_deposits))
+                {
+                    local.flush();
+                }
+            }
+        });
     }
 
     /// Takes one retry from the budget; `false` when it is spent.
@@ -163,6 +235,7 @@ impl RetryBudget {
     }
 
     fn balance(&self, window: &mut Window) -> f64 {
+        self.flush_local();
         self.rotate(window);
         let pending = self.pending_deposits.swap(0, Ordering::Relaxed);
         let current = window.current;

@@ -25,99 +25,34 @@ enum Step<E> {
 }
 
 /// The bookkeeping of one retried operation, shared by the sync and async drivers.
+///
+/// Kept small: what only failures need lives in a box made at the first failure, so the success
+/// path moves a few words and allocates nothing.
 struct RetryLoop<'a, E> {
     op: Op,
     policy: &'a OpPolicy,
     state: &'a RetryState,
     attempt: u32,
+    admission: Admission,
+    /// Driver time at which the operation started, when a deadline needs it.
+    started: Option<Duration>,
+    failures: Option<Box<Failures<E>>>,
+}
+
+/// What a retried operation remembers once it has failed.
+struct Failures<E> {
+    /// Driver time of the start (or of the first failure, without a deadline).
+    started: Duration,
     retries: u32,
     polls: u32,
     /// The error label being escalated and how often it was seen in a row.
     escalation: Option<(&'static str, u32)>,
     previous_delay: Duration,
-    /// Driver time at which the operation started (when a deadline needs it) or first failed.
-    started: Option<Duration>,
-    admission: Admission,
     last_error: Option<E>,
     history: RetryHistory,
 }
 
-impl<'a, E: Classify + Display> RetryLoop<'a, E> {
-    #[inline]
-    fn start(op: Op, policy: &'a OpPolicy, state: &'a RetryState, now: Option<Duration>) -> Self {
-        state.budget.deposit();
-        RetryLoop {
-            op,
-            policy,
-            state,
-            attempt: 1,
-            retries: 0,
-            polls: 0,
-            escalation: None,
-            previous_delay: Duration::ZERO,
-            started: now,
-            admission: Admission::Normal,
-            last_error: None,
-            history: RetryHistory::default(),
-        }
-    }
-
-    #[inline]
-    fn admit(&mut self) -> Result<u32, RetryError<E>> {
-        match self.state.breaker.admit() {
-            Ok(admission) => {
-                self.admission = admission;
-                Ok(self.attempt)
-            }
-            Err(rejected) => Err(self.rejected(rejected.retry_after)),
-        }
-    }
-
-    #[cold]
-    fn rejected(&mut self, retry_after: Option<Duration>) -> RetryError<E> {
-        if let Some(metrics) = &self.state.metrics {
-            metrics.op(self.op).failed[GiveUpReason::CircuitOpen.index()].inc();
-        }
-        self.state.events.gave_up(
-            self.state.clock.wall(),
-            self.op,
-            self.attempt,
-            GiveUpReason::CircuitOpen,
-            self.history.attempts.last(),
-        );
-        RetryError::circuit_open(
-            self.op,
-            retry_after,
-            self.last_error.take(),
-            std::mem::take(&mut self.history),
-        )
-    }
-
-    #[inline]
-    fn succeeded<T>(self, value: T) -> Retried<T> {
-        self.state
-            .breaker
-            .record(self.admission, CallOutcome::Success);
-        if let Some(metrics) = &self.state.metrics {
-            let op_metrics = metrics.op(self.op);
-            op_metrics
-                .succeeded_attempt
-                .observe(f64::from(self.attempt));
-            if self.attempt > 1 {
-                op_metrics.recovered.inc();
-            }
-        }
-        if self.attempt > 1 {
-            self.state
-                .events
-                .recovered(self.state.clock.wall(), self.op, self.attempt);
-        }
-        Retried {
-            value,
-            history: self.history,
-        }
-    }
-
+impl<E: Classify> Failures<E> {
     /// The class to act on, after escalating a failure seen too often in a row.
     fn classify(&mut self, error: &E) -> Recovery {
         let class = error.recovery();
@@ -137,23 +72,142 @@ impl<'a, E: Classify + Display> RetryLoop<'a, E> {
             class
         }
     }
+}
+
+impl<'a, E: Classify + Display> RetryLoop<'a, E> {
+    /// The loop of an operation whose first attempt was admitted as `admission`.
+    #[inline(always)]
+    fn new(
+        op: Op,
+        policy: &'a OpPolicy,
+        state: &'a RetryState,
+        started: Option<Duration>,
+        admission: Admission,
+    ) -> Self {
+        RetryLoop {
+            op,
+            policy,
+            state,
+            attempt: 1,
+            admission,
+            started,
+            failures: None,
+        }
+    }
+
+    /// Counts the call in the retry budget and asks the breaker to admit the first attempt.
+    /// Returns only the admission, which travels in a register (moving the whole loop out of a
+    /// `Result` costs a store-forwarding stall on the hot path).
+    #[inline(always)]
+    fn begin(
+        op: Op,
+        policy: &'a OpPolicy,
+        state: &'a RetryState,
+    ) -> Result<Admission, RetryError<E>> {
+        state.budget.deposit();
+        match state.breaker.admit() {
+            Ok(admission) => Ok(admission),
+            Err(rejected) => {
+                let mut retry = RetryLoop::new(op, policy, state, None, Admission::Normal);
+                Err(retry.rejected(rejected.retry_after))
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn admit(&mut self) -> Result<u32, RetryError<E>> {
+        match self.state.breaker.admit() {
+            Ok(admission) => {
+                self.admission = admission;
+                Ok(self.attempt)
+            }
+            Err(rejected) => Err(self.rejected(rejected.retry_after)),
+        }
+    }
 
     #[cold]
+    #[inline(never)]
+    fn rejected(&mut self, retry_after: Option<Duration>) -> RetryError<E> {
+        if let Some(metrics) = &self.state.metrics {
+            metrics.op(self.op).failed[GiveUpReason::CircuitOpen.index()].inc();
+        }
+        let (last_error, history) = match self.failures.take() {
+            Some(failures) => (failures.last_error, failures.history),
+            None => (None, RetryHistory::default()),
+        };
+        let wall = self.state.clock.wall();
+        let reason = GiveUpReason::CircuitOpen;
+        self.state
+            .events
+            .gave_up(wall, self.op, self.attempt, reason, history.attempts.last());
+        RetryError::circuit_open(self.op, retry_after, last_error, history)
+    }
+
+    #[inline(always)]
+    fn succeeded<T>(&mut self, value: T) -> Retried<T> {
+        self.state
+            .breaker
+            .record(self.admission, CallOutcome::Success);
+        if let Some(metrics) = &self.state.metrics {
+            metrics
+                .op(self.op)
+                .succeeded_attempt
+                .observe(f64::from(self.attempt));
+        }
+        match self.failures.take() {
+            None => Retried {
+                value,
+                history: RetryHistory::default(),
+            },
+            Some(failures) => self.recovered(value, failures),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn recovered<T>(&self, value: T, failures: Box<Failures<E>>) -> Retried<T> {
+        if let Some(metrics) = &self.state.metrics {
+            metrics.op(self.op).recovered.inc();
+        }
+        self.state
+            .events
+            .recovered(self.state.clock.wall(), self.op, self.attempt);
+        Retried {
+            value,
+            history: failures.history,
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
     fn failed<'h>(
         &mut self,
         error: E,
         now: Duration,
         reclaim: Option<&mut (dyn FnMut() + Send + 'h)>,
     ) -> Step<E> {
-        let started = *self.started.get_or_insert(now);
-        let class = self.classify(&error);
+        let started = self.started.unwrap_or(now);
+        let failures = self.failures.get_or_insert_with(|| {
+            Box::new(Failures {
+                started,
+                retries: 0,
+                polls: 0,
+                escalation: None,
+                previous_delay: Duration::ZERO,
+                last_error: None,
+                history: RetryHistory::default(),
+            })
+        });
+        let class = failures.classify(&error);
         let outcome = if class.counts_against_device() {
             CallOutcome::Failure
         } else {
             CallOutcome::Neutral
         };
-        self.state.breaker.record(self.admission, outcome);
-        let metrics = self.state.metrics.as_deref();
+        let state = self.state;
+        let policy = self.policy;
+        state.breaker.record(self.admission, outcome);
+        let metrics = state.metrics.as_deref();
         if let Some(metrics) = metrics {
             metrics.count_error(self.op, error.code_label());
         }
@@ -162,33 +216,33 @@ impl<'a, E: Classify + Display> RetryLoop<'a, E> {
             Recovery::Fatal | Recovery::Benign => Err(GiveUpReason::Permanent),
             Recovery::Reset => Err(GiveUpReason::Reset),
             Recovery::Probe => Err(GiveUpReason::Probe),
-            Recovery::Poll if self.polls >= self.policy.max_polls => Err(GiveUpReason::Exhausted),
-            Recovery::Poll => Ok(self.policy.poll_interval),
+            Recovery::Poll if failures.polls >= policy.max_polls => Err(GiveUpReason::Exhausted),
+            Recovery::Poll => Ok(policy.poll_interval),
             Recovery::Retry | Recovery::Reclaim => {
-                if self.retries >= self.policy.max_retries {
+                if failures.retries >= policy.max_retries {
                     Err(GiveUpReason::Exhausted)
-                } else if !self.state.budget.try_withdraw() {
+                } else if !state.budget.try_withdraw() {
                     Err(GiveUpReason::Budget)
                 } else {
-                    let mut rng = self.state.rng.lock();
-                    Ok(self
-                        .policy
-                        .backoff
-                        .delay(self.retries + 1, self.previous_delay, &mut *rng))
+                    let mut rng = state.rng.lock();
+                    Ok(policy.backoff.delay(
+                        failures.retries + 1,
+                        failures.previous_delay,
+                        &mut *rng,
+                    ))
                 }
             }
         };
-        let decision = decision.and_then(|delay| match self.policy.deadline {
-            Some(deadline) if now.saturating_sub(started) + delay > deadline => {
-                Err(GiveUpReason::Deadline)
-            }
+        let elapsed = now.saturating_sub(failures.started);
+        let decision = decision.and_then(|delay| match policy.deadline {
+            Some(deadline) if elapsed + delay > deadline => Err(GiveUpReason::Deadline),
             _ => Ok(delay),
         });
 
         let record = AttemptRecord {
             attempt: self.attempt,
-            timestamp: self.state.clock.wall(),
-            elapsed: now.saturating_sub(started),
+            timestamp: state.clock.wall(),
+            elapsed,
             code: error.code(),
             error: error.code_label(),
             message: error.to_string(),
@@ -199,10 +253,10 @@ impl<'a, E: Classify + Display> RetryLoop<'a, E> {
         match decision {
             Ok(delay) => {
                 if class == Recovery::Poll {
-                    self.polls += 1;
+                    failures.polls += 1;
                 } else {
-                    self.retries += 1;
-                    self.previous_delay = delay;
+                    failures.retries += 1;
+                    failures.previous_delay = delay;
                 }
                 if class == Recovery::Reclaim {
                     if let Some(reclaim) = reclaim {
@@ -214,30 +268,27 @@ impl<'a, E: Classify + Display> RetryLoop<'a, E> {
                     op_metrics.retries.inc();
                     op_metrics.delay_seconds.observe(delay.as_secs_f64());
                 }
-                self.state.events.retry(self.op, &record);
-                self.history.attempts.push(record);
+                state.events.retry(self.op, &record);
+                failures.history.attempts.push(record);
+                failures.last_error = Some(error);
                 self.attempt += 1;
-                self.last_error = Some(error);
                 Step::Wait(delay)
             }
             Err(reason) => {
                 if let Some(metrics) = metrics {
                     metrics.op(self.op).failed[reason.index()].inc();
                 }
-                self.state.events.gave_up(
+                state.events.gave_up(
                     record.timestamp,
                     self.op,
                     self.attempt,
                     reason,
                     Some(&record),
                 );
-                self.history.attempts.push(record);
-                Step::Stop(RetryError::gave_up(
-                    self.op,
-                    reason,
-                    error,
-                    std::mem::take(&mut self.history),
-                ))
+                failures.history.attempts.push(record);
+                let history = std::mem::take(&mut failures.history);
+                self.failures = None;
+                Step::Stop(RetryError::gave_up(self.op, reason, error, history))
             }
         }
     }
@@ -286,10 +337,10 @@ impl<'a> RetryCall<'a> {
         let policy = self.policy.for_op(self.op);
         let clock = &*self.state.clock;
         let started = policy.deadline.map(|_| clock.now());
-        let mut retry = RetryLoop::start(self.op, policy, self.state, started);
+        let admission = RetryLoop::<E>::begin(self.op, policy, self.state)?;
+        let mut retry = RetryLoop::new(self.op, policy, self.state, started, admission);
         loop {
-            let attempt = retry.admit()?;
-            match operation(attempt) {
+            match operation(retry.attempt) {
                 Ok(value) => return Ok(retry.succeeded(value)),
                 Err(error) => match retry.failed(error, clock.now(), self.reclaim.as_deref_mut()) {
                     Step::Wait(delay) => {
@@ -300,13 +351,14 @@ impl<'a> RetryCall<'a> {
                     Step::Stop(error) => return Err(error),
                 },
             }
+            retry.admit()?;
         }
     }
 
     /// Runs `operation` asynchronously, sleeping with `tokio::time::sleep` (never blocking a
     /// runtime thread).
     pub async fn run_async<T, E, F, Fut>(
-        mut self,
+        self,
         mut operation: F,
     ) -> Result<Retried<T>, RetryError<E>>
     where
@@ -315,18 +367,44 @@ impl<'a> RetryCall<'a> {
         E: Classify + Display,
     {
         let policy = self.policy.for_op(self.op);
-        let origin = tokio::time::Instant::now();
-        let mut retry = RetryLoop::start(self.op, policy, self.state, Some(Duration::ZERO));
+        // Read the clock only where needed: at the start with a deadline, else at the first failure.
+        let origin = policy.deadline.map(|_| tokio::time::Instant::now());
+        let started = origin.map(|_| Duration::ZERO);
+        // Only the admission byte lives across the first await: a small future is a fast one.
+        let admission = RetryLoop::<E>::begin(self.op, policy, self.state)?;
+        let first = operation(1).await;
+        let mut retry = RetryLoop::new(self.op, policy, self.state, started, admission);
+        match first {
+            Ok(value) => Ok(retry.succeeded(value)),
+            // The retry loop is a future of its own, boxed, so the success path's stays small.
+            Err(error) => Box::pin(self.retry_async(retry, origin, error, operation)).await,
+        }
+    }
+
+    async fn retry_async<T, E, F, Fut>(
+        mut self,
+        mut retry: RetryLoop<'a, E>,
+        mut origin: Option<tokio::time::Instant>,
+        mut error: E,
+        mut operation: F,
+    ) -> Result<Retried<T>, RetryError<E>>
+    where
+        F: FnMut(u32) -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        E: Classify + Display,
+    {
         loop {
+            let now = origin
+                .get_or_insert_with(tokio::time::Instant::now)
+                .elapsed();
+            match retry.failed(error, now, self.reclaim.as_deref_mut()) {
+                Step::Wait(delay) => tokio::time::sleep(delay).await,
+                Step::Stop(error) => return Err(error),
+            }
             let attempt = retry.admit()?;
             match operation(attempt).await {
                 Ok(value) => return Ok(retry.succeeded(value)),
-                Err(error) => {
-                    match retry.failed(error, origin.elapsed(), self.reclaim.as_deref_mut()) {
-                        Step::Wait(delay) => tokio::time::sleep(delay).await,
-                        Step::Stop(error) => return Err(error),
-                    }
-                }
+                Err(next) => error = next,
             }
         }
     }

@@ -119,8 +119,13 @@ impl<T> Retried<T> {
 
 /// `retry_operation` gave up. Keeps the last error (none when the circuit breaker rejected the
 /// call before any attempt) and the history.
+///
+/// Boxed, so that a `Result` of it stays small on the success path.
 #[derive(Debug, Clone)]
-pub struct RetryError<E> {
+pub struct RetryError<E>(Box<GaveUp<E>>);
+
+#[derive(Debug, Clone)]
+struct GaveUp<E> {
     op: Op,
     reason: GiveUpReason,
     error: Option<E>,
@@ -130,13 +135,13 @@ pub struct RetryError<E> {
 
 impl<E> RetryError<E> {
     pub(crate) fn gave_up(op: Op, reason: GiveUpReason, error: E, history: RetryHistory) -> Self {
-        RetryError {
+        RetryError(Box::new(GaveUp {
             op,
             reason,
             error: Some(error),
             retry_after: None,
             history,
-        }
+        }))
     }
 
     /// The breaker rejected attempt `history.len() + 1`; `last_error` is the failure before it.
@@ -146,66 +151,67 @@ impl<E> RetryError<E> {
         last_error: Option<E>,
         history: RetryHistory,
     ) -> Self {
-        RetryError {
+        let reason = GiveUpReason::CircuitOpen;
+        RetryError(Box::new(GaveUp {
             op,
-            reason: GiveUpReason::CircuitOpen,
+            reason,
             error: last_error,
             retry_after,
             history,
-        }
+        }))
     }
 
     pub fn op(&self) -> Op {
-        self.op
+        self.0.op
     }
 
     pub fn reason(&self) -> GiveUpReason {
-        self.reason
+        self.0.reason
     }
 
     /// The last error returned by the operation.
     pub fn error(&self) -> Option<&E> {
-        self.error.as_ref()
+        self.0.error.as_ref()
     }
 
     pub fn into_error(self) -> Option<E> {
-        self.error
+        self.0.error
     }
 
     /// For a rejection by an open circuit breaker: how long until it admits a probe
     /// (`None` when it was isolated by hand and waits for a manual reset).
     pub fn retry_after(&self) -> Option<Duration> {
-        self.retry_after
+        self.0.retry_after
     }
 
     pub fn history(&self) -> &RetryHistory {
-        &self.history
+        &self.0.history
     }
 
     /// The number of calls made (0 when the breaker rejected the first).
     pub fn attempts(&self) -> u32 {
-        self.history.attempts.len() as u32
+        self.0.history.attempts.len() as u32
     }
 
     /// The class the loop acted on last (`None` for a breaker rejection).
     pub fn recovery(&self) -> Option<Recovery> {
-        self.history.attempts.last().map(|a| a.recovery)
+        self.0.history.attempts.last().map(|a| a.recovery)
     }
 }
 
 impl<E: fmt::Display> fmt::Display for RetryError<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.reason == GiveUpReason::CircuitOpen {
+        if self.0.reason == GiveUpReason::CircuitOpen {
             write!(
                 f,
                 "{} rejected: the device's circuit breaker is open",
-                self.op
+                self.0.op
             )?;
-            match self.retry_after {
+            match self.0.retry_after {
                 Some(after) => write!(f, "; it admits a probe in {:.3} s", after.as_secs_f64())?,
                 None => f.write_str("; it was isolated and waits for a manual reset")?,
             }
-            if let Some(error) = &self.error {
+            if let Some(error) = &self.0.error {
                 write!(
                     f,
                     " (after {} attempt(s), last error: {error})",
@@ -217,11 +223,11 @@ impl<E: fmt::Display> fmt::Display for RetryError<E> {
         write!(
             f,
             "{} failed after {} attempt(s) ({})",
-            self.op,
+            self.0.op,
             self.attempts(),
-            self.reason
+            self.0.reason
         )?;
-        if let Some(error) = &self.error {
+        if let Some(error) = &self.0.error {
             write!(f, ": {error}")?;
         }
         Ok(())
@@ -230,7 +236,8 @@ impl<E: fmt::Display> fmt::Display for RetryError<E> {
 
 impl<E: std::error::Error + 'static> std::error::Error for RetryError<E> {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.error
+        self.0
+            .error
             .as_ref()
             .map(|e| e as &(dyn std::error::Error + 'static))
     }
