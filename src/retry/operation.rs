@@ -159,23 +159,20 @@ impl<'a, E: Classify + Display> RetryLoop<'a, E> {
                 value,
                 history: RetryHistory::default(),
             },
-            Some(failures) => self.recovered(value, failures),
+            Some(failures) => self.recovered(value, failures.history),
         }
     }
 
     #[cold]
     #[inline(never)]
-    fn recovered<T>(&self, value: T, failures: Box<Failures<E>>) -> Retried<T> {
+    fn recovered<T>(&self, value: T, history: RetryHistory) -> Retried<T> {
         if let Some(metrics) = &self.state.metrics {
             metrics.op(self.op).recovered.inc();
         }
         self.state
             .events
             .recovered(self.state.clock.wall(), self.op, self.attempt);
-        Retried {
-            value,
-            history: failures.history,
-        }
+        Retried { value, history }
     }
 
     #[cold]
