@@ -293,7 +293,9 @@ impl<'a, E: Classify + Display> RetryLoop<'a, E> {
 
 /// One retried call: the operation, its policy and state, and an optional reclaim hook.
 pub struct RetryCall<'a> {
-    op: Op,
+    /// `Op::index()`, kept word-sized: an async driver copies this struct into its future, and a
+    /// byte-sized field written just before makes that copy stall on store forwarding.
+    op_index: usize,
     policy: &'a RetryPolicy,
     state: &'a RetryState,
     reclaim: Option<ReclaimHook<'a>>,
@@ -302,7 +304,7 @@ pub struct RetryCall<'a> {
 impl std::fmt::Debug for RetryCall<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RetryCall")
-            .field("op", &self.op)
+            .field("op", &self.op())
             .field("reclaim", &self.reclaim.is_some())
             .finish_non_exhaustive()
     }
@@ -311,11 +313,15 @@ impl std::fmt::Debug for RetryCall<'_> {
 impl<'a> RetryCall<'a> {
     pub fn new(op: Op, policy: &'a RetryPolicy, state: &'a RetryState) -> Self {
         RetryCall {
-            op,
+            op_index: op.index(),
             policy,
             state,
             reclaim: None,
         }
+    }
+
+    fn op(&self) -> Op {
+        Op::ALL[self.op_index]
     }
 
     /// Runs `hook` before each retry of a Reclaim-class (out of memory) failure.
@@ -331,11 +337,11 @@ impl<'a> RetryCall<'a> {
         F: FnMut(u32) -> Result<T, E>,
         E: Classify + Display,
     {
-        let policy = self.policy.for_op(self.op);
+        let policy = self.policy.for_op(self.op());
         let clock = &*self.state.clock;
         let started = policy.deadline.map(|_| clock.now());
-        let admission = RetryLoop::<E>::begin(self.op, policy, self.state)?;
-        let mut retry = RetryLoop::new(self.op, policy, self.state, started, admission);
+        let admission = RetryLoop::<E>::begin(self.op(), policy, self.state)?;
+        let mut retry = RetryLoop::new(self.op(), policy, self.state, started, admission);
         loop {
             match operation(retry.attempt) {
                 Ok(value) => return Ok(retry.succeeded(value)),
@@ -363,14 +369,14 @@ impl<'a> RetryCall<'a> {
         Fut: Future<Output = Result<T, E>>,
         E: Classify + Display,
     {
-        let policy = self.policy.for_op(self.op);
+        let policy = self.policy.for_op(self.op());
         // Read the clock only where needed: at the start with a deadline, else at the first failure.
         let origin = policy.deadline.map(|_| tokio::time::Instant::now());
         let started = origin.map(|_| Duration::ZERO);
         // Only the admission byte lives across the first await: a small future is a fast one.
-        let admission = RetryLoop::<E>::begin(self.op, policy, self.state)?;
+        let admission = RetryLoop::<E>::begin(self.op(), policy, self.state)?;
         let first = operation(1).await;
-        let mut retry = RetryLoop::new(self.op, policy, self.state, started, admission);
+        let mut retry = RetryLoop::new(self.op(), policy, self.state, started, admission);
         match first {
             Ok(value) => Ok(retry.succeeded(value)),
             // The retry loop is a future of its own, boxed, so the success path's stays small.
@@ -425,16 +431,18 @@ where
 }
 
 /// [`retry_operation`] for async operations, sleeping with tokio.
-pub async fn retry_operation_async<T, E, F, Fut>(
+pub fn retry_operation_async<'a, T, E, F, Fut>(
     op: Op,
-    policy: &RetryPolicy,
-    state: &RetryState,
+    policy: &'a RetryPolicy,
+    state: &'a RetryState,
     operation: F,
-) -> Result<Retried<T>, RetryError<E>>
+) -> impl Future<Output = Result<Retried<T>, RetryError<E>>> + 'a
 where
-    F: FnMut(u32) -> Fut,
-    Fut: Future<Output = Result<T, E>>,
-    E: Classify + Display,
+    F: FnMut(u32) -> Fut + 'a,
+    Fut: Future<Output = Result<T, E>> + 'a,
+    E: Classify + Display + 'a,
+    T: 'a,
 {
-    RetryCall::new(op, policy, state).run_async(operation).await
+    // Not an `async fn`: returning the inner future saves a layer of state and output moves.
+    RetryCall::new(op, policy, state).run_async(operation)
 }
