@@ -1,0 +1,335 @@
+//! The CPU backend: the default everywhere, the reference the GPU is checked against, and built
+//! for speed (faer GEMMs, fused epilogues, rows and heads spread over a rayon pool).
+//!
+//! "Device memory" is host memory handed out by the same caching allocator the HIP backend uses,
+//! so allocation failures, reclaim and reuse behave alike on both.
+
+mod attention;
+mod gemm;
+mod kernels;
+pub mod math;
+
+use std::sync::Arc;
+
+use crate::error::{HipError, Op};
+
+use super::allocator::{CachingAllocator, PooledBlock, RawMemory};
+use super::kernel::Kernel;
+use super::traits::{Backend, DeviceInfo, Word};
+
+pub use attention::AttentionShape;
+
+/// Host memory as the CPU backend's device memory: blocks are zeroed `Vec<f32>`s.
+#[derive(Debug, Default)]
+pub struct HostMemory;
+
+impl RawMemory for HostMemory {
+    type Block = Vec<f32>;
+
+    fn raw_allocate(&self, bytes: usize) -> Result<Vec<f32>, HipError> {
+        let words = bytes.div_ceil(4);
+        let mut block = Vec::new();
+        block.try_reserve_exact(words).map_err(|_| {
+            HipError::new(HipError::OUT_OF_MEMORY, Op::Allocate)
+                .with_bytes(bytes)
+                .with_detail("host memory exhausted")
+        })?;
+        block.resize(words, 0.0);
+        Ok(block)
+    }
+
+    fn raw_free(&self, block: Vec<f32>) -> Result<(), HipError> {
+        drop(block);
+        Ok(())
+    }
+}
+
+/// A buffer of the CPU backend.
+#[derive(Debug)]
+pub struct CpuBuffer {
+    block: PooledBlock<HostMemory>,
+    len: usize,
+}
+
+impl CpuBuffer {
+    /// The buffer's values as `f32`.
+    pub fn as_f32(&self) -> &[f32] {
+        &self.block.block()[..self.len]
+    }
+
+    fn as_f32_mut(&mut self) -> &mut [f32] {
+        &mut self.block.block_mut()[..self.len]
+    }
+
+    /// The buffer's values reinterpreted as `u32` (token ids).
+    pub fn as_u32(&self) -> &[u32] {
+        bytemuck::cast_slice(self.as_f32())
+    }
+}
+
+/// The CPU backend.
+#[derive(Debug, Clone)]
+pub struct CpuBackend {
+    allocator: CachingAllocator<HostMemory>,
+    pool: Arc<rayon::ThreadPool>,
+    threads: usize,
+}
+
+impl CpuBackend {
+    /// A backend with one worker thread per available core.
+    pub fn new() -> Result<Self, HipError> {
+        Self::with_threads(std::thread::available_parallelism().map_or(1, |n| n.get()))
+    }
+
+    /// A backend with `threads` worker threads (at least 1).
+    pub fn with_threads(threads: usize) -> Result<Self, HipError> {
+        let threads = threads.max(1);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("hipinfer-cpu-{i}"))
+            .build()
+            .map_err(|e| {
+                HipError::new(304, Op::Init)
+                    .with_detail(format!("could not start CPU threads: {e}"))
+            })?;
+        Ok(CpuBackend {
+            allocator: CachingAllocator::new(HostMemory),
+            pool: Arc::new(pool),
+            threads,
+        })
+    }
+
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    pub fn allocator(&self) -> &CachingAllocator<HostMemory> {
+        &self.allocator
+    }
+
+    fn run(&self, kernel: Kernel<'_, CpuBuffer>) -> Result<(), HipError> {
+        let threads = self.threads;
+        match kernel {
+            Kernel::Embed {
+                ids,
+                token_types,
+                word,
+                position,
+                token_type,
+                out,
+                tokens,
+                seq,
+                hidden,
+                vocab,
+                type_vocab,
+            } => {
+                let ids = &ids.as_u32()[..tokens];
+                let types = &token_types.as_u32()[..tokens];
+                if let Some(bad) = ids.iter().find(|&&id| id as usize >= vocab) {
+                    return Err(HipError::new(1, Op::Launch)
+                        .with_kernel("hipinfer_embed")
+                        .with_detail(format!(
+                            "token id {bad} is outside the vocabulary of {vocab}"
+                        )));
+                }
+                if let Some(bad) = types.iter().find(|&&t| t as usize >= type_vocab) {
+                    return Err(HipError::new(1, Op::Launch)
+                        .with_kernel("hipinfer_embed")
+                        .with_detail(format!(
+                            "token type {bad} is outside the {type_vocab} types"
+                        )));
+                }
+                let (word, position, token_type) =
+                    (word.as_f32(), position.as_f32(), token_type.as_f32());
+                let out = &mut out.as_f32_mut()[..tokens * hidden];
+                self.pool.install(|| {
+                    kernels::embed(ids, types, word, position, token_type, out, seq, hidden)
+                });
+            }
+            Kernel::Gemm {
+                input,
+                weight,
+                bias,
+                out,
+                m,
+                n,
+                k,
+                activation,
+            } => {
+                let bias = bias.map(|b| &b.as_f32()[..n]);
+                let (input, weight, out) = (input.as_f32(), weight.as_f32(), out.as_f32_mut());
+                self.pool.install(|| {
+                    gemm::gemm_bias(input, weight, bias, out, (m, n, k), activation, threads)
+                });
+            }
+            Kernel::Gelu { x, len } => {
+                let x = &mut x.as_f32_mut()[..len];
+                self.pool.install(|| {
+                    use rayon::prelude::*;
+                    x.par_chunks_mut(4096).for_each(math::gelu_in_place)
+                });
+            }
+            Kernel::Add { x, y, len } => {
+                let (x, y) = (&mut x.as_f32_mut()[..len], &y.as_f32()[..len]);
+                self.pool.install(|| kernels::add(x, y));
+            }
+            Kernel::LayerNorm {
+                input,
+                residual,
+                gamma,
+                beta,
+                out,
+                rows,
+                cols,
+                eps,
+            } => {
+                let size = rows * cols;
+                let residual = residual.map(|r| &r.as_f32()[..size]);
+                let (input, gamma, beta) = (&input.as_f32()[..size], gamma.as_f32(), beta.as_f32());
+                let out = &mut out.as_f32_mut()[..size];
+                self.pool
+                    .install(|| kernels::layer_norm(input, residual, gamma, beta, out, cols, eps));
+            }
+            Kernel::Attention {
+                qkv,
+                mask,
+                out,
+                batch,
+                seq,
+                heads,
+                head_dim,
+            } => {
+                let shape = AttentionShape {
+                    batch,
+                    seq,
+                    heads,
+                    head_dim,
+                };
+                let (qkv, mask, out) = (qkv.as_f32(), mask.as_f32(), out.as_f32_mut());
+                self.pool
+                    .install(|| attention::attention(qkv, mask, out, shape));
+            }
+            Kernel::MeanPool {
+                input,
+                mask,
+                out,
+                batch,
+                seq,
+                hidden,
+            } => {
+                let (input, mask) = (input.as_f32(), mask.as_f32());
+                let out = &mut out.as_f32_mut()[..batch * hidden];
+                self.pool
+                    .install(|| kernels::mean_pool(input, mask, out, seq, hidden));
+            }
+            Kernel::L2Normalize { x, rows, cols } => {
+                let x = &mut x.as_f32_mut()[..rows * cols];
+                if cols > 0 {
+                    self.pool.install(|| kernels::l2_normalize(x, cols));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn too_short(op: Op, have: usize, need: usize) -> HipError {
+    HipError::new(1, op).with_detail(format!(
+        "the buffer holds {have} values, the copy needs {need}"
+    ))
+}
+
+impl Backend for CpuBackend {
+    type Buffer = CpuBuffer;
+
+    fn info(&self) -> DeviceInfo {
+        let mut arch = std::env::consts::ARCH.to_string();
+        #[cfg(target_arch = "x86_64")]
+        for (feature, present) in [
+            ("avx2", std::arch::is_x86_feature_detected!("avx2")),
+            ("fma", std::arch::is_x86_feature_detected!("fma")),
+            ("avx512f", std::arch::is_x86_feature_detected!("avx512f")),
+        ] {
+            if present {
+                arch.push('+');
+                arch.push_str(feature);
+            }
+        }
+        DeviceInfo {
+            backend: "cpu",
+            device: 0,
+            name: "CPU".into(),
+            arch,
+            total_memory: 0,
+            compute_units: self.threads as u32,
+        }
+    }
+
+    fn allocate(&self, len: usize) -> Result<CpuBuffer, HipError> {
+        let bytes = len.checked_mul(4).ok_or_else(|| {
+            HipError::new(HipError::OUT_OF_MEMORY, Op::Allocate)
+                .with_detail(format!("{len} words overflow"))
+        })?;
+        let block = self.allocator.allocate(bytes).map_err(|e| {
+            if e.op() == Op::Allocate {
+                e.with_bytes(bytes)
+            } else {
+                e
+            }
+        })?;
+        Ok(CpuBuffer { block, len })
+    }
+
+    fn len(&self, buffer: &CpuBuffer) -> usize {
+        buffer.len
+    }
+
+    fn copy_to_device<T: Word>(&self, src: &[T], dst: &mut CpuBuffer) -> Result<(), HipError> {
+        if src.len() > dst.len {
+            return Err(too_short(Op::CopyHostToDevice, dst.len, src.len()));
+        }
+        let words: &[f32] = bytemuck::cast_slice(src);
+        dst.as_f32_mut()[..words.len()].copy_from_slice(words);
+        Ok(())
+    }
+
+    fn copy_to_host<T: Word>(&self, src: &CpuBuffer, dst: &mut [T]) -> Result<(), HipError> {
+        if dst.len() > src.len {
+            return Err(too_short(Op::CopyDeviceToHost, src.len, dst.len()));
+        }
+        let words: &mut [f32] = bytemuck::cast_slice_mut(dst);
+        words.copy_from_slice(&src.as_f32()[..words.len()]);
+        Ok(())
+    }
+
+    fn copy_on_device(
+        &self,
+        src: &CpuBuffer,
+        dst: &mut CpuBuffer,
+        len: usize,
+    ) -> Result<(), HipError> {
+        if len > src.len || len > dst.len {
+            return Err(too_short(Op::CopyDeviceToDevice, src.len.min(dst.len), len));
+        }
+        dst.as_f32_mut()[..len].copy_from_slice(&src.as_f32()[..len]);
+        Ok(())
+    }
+
+    fn launch(&self, kernel: Kernel<'_, CpuBuffer>) -> Result<(), HipError> {
+        kernel.validate(|b| b.len)?;
+        self.run(kernel)
+    }
+
+    fn synchronize(&self) -> Result<(), HipError> {
+        Ok(())
+    }
+
+    fn reset(&self) -> Result<(), HipError> {
+        self.allocator.reclaim();
+        Ok(())
+    }
+
+    fn reclaim(&self) -> u64 {
+        self.allocator.reclaim()
+    }
+}

@@ -1,0 +1,75 @@
+//! The `Backend` trait: what every device (HIP, CPU, the fault injector) offers the model.
+//!
+//! Every method returns `Result<_, HipError>` tagged with the right [`Op`], so one retry wrapper
+//! ([`super::Resilient`]) serves every backend, and the CPU backend and the fault injector speak
+//! the same error language as a real GPU.
+
+use crate::error::HipError;
+
+use super::kernel::Kernel;
+
+/// A 4-byte element that device buffers hold: `f32` activations and weights, `u32` token ids.
+pub trait Word: bytemuck::Pod + Send + Sync + 'static {}
+impl Word for f32 {}
+impl Word for u32 {}
+impl Word for i32 {}
+
+/// What a device is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceInfo {
+    /// `cpu` or `hip`.
+    pub backend: &'static str,
+    /// The device index the backend runs on.
+    pub device: i32,
+    pub name: String,
+    /// The architecture (`gfx90a`, or the CPU's features such as `x86_64+avx2+fma`).
+    pub arch: String,
+    pub total_memory: u64,
+    /// Compute units (GPU) or worker threads (CPU).
+    pub compute_units: u32,
+}
+
+/// A device that can hold buffers and run the model's kernels.
+///
+/// Buffers are RAII values: dropping one gives its memory back to the backend's caching
+/// allocator. Kernel launches may be asynchronous (HIP): an error of a kernel shows up at a later
+/// [`Backend::synchronize`] or copy to the host, which is why the engine replays whole steps.
+pub trait Backend: Send + Sync {
+    /// A device buffer of `Word`s.
+    type Buffer: Send + Sync;
+
+    fn info(&self) -> DeviceInfo;
+
+    /// Allocates `len` words (uninitialised contents).
+    fn allocate(&self, len: usize) -> Result<Self::Buffer, HipError>;
+
+    /// The length of `buffer` in words.
+    fn len(&self, buffer: &Self::Buffer) -> usize;
+
+    /// Copies `src` into the start of `dst`.
+    fn copy_to_device<T: Word>(&self, src: &[T], dst: &mut Self::Buffer) -> Result<(), HipError>;
+
+    /// Copies the start of `src` into `dst` (waits for the kernels before it).
+    fn copy_to_host<T: Word>(&self, src: &Self::Buffer, dst: &mut [T]) -> Result<(), HipError>;
+
+    /// Copies `len` words from `src` to `dst`.
+    fn copy_on_device(
+        &self,
+        src: &Self::Buffer,
+        dst: &mut Self::Buffer,
+        len: usize,
+    ) -> Result<(), HipError>;
+
+    /// Launches a kernel.
+    fn launch(&self, kernel: Kernel<'_, Self::Buffer>) -> Result<(), HipError>;
+
+    /// Waits for every launched kernel and copy.
+    fn synchronize(&self) -> Result<(), HipError>;
+
+    /// Drops and recreates the device state (context, stream, modules). Buffers allocated before
+    /// are invalid afterwards: the caller re-uploads weights and replays from host inputs.
+    fn reset(&self) -> Result<(), HipError>;
+
+    /// Frees cached device memory; returns the bytes freed.
+    fn reclaim(&self) -> u64;
+}

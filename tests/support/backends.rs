@@ -1,0 +1,75 @@
+//! Runs one test body on every backend this build and machine have.
+#![allow(dead_code)]
+
+use hipinfer::backend::{Backend, CpuBackend, Word};
+
+/// Uploads `values` into a new buffer.
+pub fn upload<B: Backend, T: Word>(backend: &B, values: &[T]) -> B::Buffer {
+    let mut buffer = backend.allocate(values.len().max(1)).expect("allocate");
+    backend
+        .copy_to_device(values, &mut buffer)
+        .expect("copy to device");
+    buffer
+}
+
+/// Downloads `len` values of `buffer`.
+pub fn download<B: Backend>(backend: &B, buffer: &B::Buffer, len: usize) -> Vec<f32> {
+    let mut values = vec![0.0f32; len];
+    backend.synchronize().expect("synchronize");
+    backend
+        .copy_to_host(buffer, &mut values)
+        .expect("copy to host");
+    values
+}
+
+/// The CPU backend with two threads, so parallel code paths run.
+pub fn cpu() -> CpuBackend {
+    CpuBackend::with_threads(2).expect("cpu backend")
+}
+
+/// The HIP backend when this build has it and a device answers; `None` (with the reason
+/// printed) otherwise.
+#[cfg(feature = "hip")]
+pub fn hip() -> Option<hipinfer::backend::HipBackend> {
+    match hipinfer::backend::HipBackend::new(0) {
+        Ok(backend) => Some(backend),
+        Err(error) => {
+            eprintln!("skipping the HIP backend: {error}");
+            None
+        }
+    }
+}
+
+/// `backend_tests!(name => body_fn, …)` makes `mod name { cpu, hip }` tests calling
+/// `body_fn(&backend)` on each backend.
+#[macro_export]
+macro_rules! backend_tests {
+    ($($name:ident => $body:path),* $(,)?) => {
+        $(
+            mod $name {
+                #[test]
+                fn cpu() {
+                    $body(&$crate::support::backends::cpu());
+                }
+
+                #[cfg(feature = "hip")]
+                #[test]
+                fn hip() {
+                    if let Some(backend) = $crate::support::backends::hip() {
+                        $body(&backend);
+                    }
+                }
+            }
+        )*
+    };
+}
+
+/// Max |a − b| / max(1, |b|) over two equal-length slices.
+pub fn max_relative_error(actual: &[f32], expected: &[f32]) -> f32 {
+    assert_eq!(actual.len(), expected.len());
+    actual
+        .iter()
+        .zip(expected)
+        .map(|(a, e)| (a - e).abs() / e.abs().max(1.0))
+        .fold(0.0, f32::max)
+}
