@@ -361,7 +361,7 @@ fn mean_pool_and_normalize_match_reference<B: Backend>(backend: &B) {
     }
 }
 
-fn bad_shapes_are_errors_not_panics<B: Backend>(backend: &B) {
+fn bad_shapes_are_errors_not_panics<B: Backend<Error = hipinfer::HipError>>(backend: &B) {
     let small = upload(backend, &[1.0f32; 4]);
     let mut out = backend.allocate(4).unwrap();
     let error = backend

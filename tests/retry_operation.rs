@@ -63,7 +63,7 @@ fn fatal_is_called_once() {
     .unwrap_err();
     assert_eq!(calls, 1);
     assert_eq!(error.reason(), GiveUpReason::Permanent);
-    assert_eq!(error.recovery(), Some(Recovery::Fatal));
+    assert_eq!(error.recovery_acted_on(), Some(Recovery::Fatal));
     assert_eq!(error.error().unwrap().code(), 1);
     assert!(clock.sleeps().is_empty());
 }
@@ -80,7 +80,7 @@ fn reset_is_called_once_and_says_reset() {
     .unwrap_err();
     assert_eq!(calls, 1);
     assert_eq!(error.reason(), GiveUpReason::Reset);
-    assert_eq!(error.recovery(), Some(Recovery::Reset));
+    assert_eq!(error.recovery_acted_on(), Some(Recovery::Reset));
     assert!(error.to_string().contains("(reset)"), "{error}");
     assert!(
         error.to_string().contains("hipErrorIllegalAddress"),

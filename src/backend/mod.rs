@@ -6,10 +6,14 @@
 
 mod allocator;
 pub mod cpu;
+mod faulty;
 mod kernel;
+mod resilient;
 mod traits;
 
 pub use allocator::{size_class, CachingAllocator, PooledBlock, RawMemory};
 pub use cpu::{CpuBackend, CpuBuffer, HostMemory};
+pub use faulty::{FaultAction, FaultPlan, FaultRule, FaultyBackend};
 pub use kernel::{Activation, Kernel, KernelId};
+pub use resilient::Resilient;
 pub use traits::{Backend, DeviceInfo, Word};

@@ -1,10 +1,10 @@
 //! The `Backend` trait: what every device (HIP, CPU, the fault injector) offers the model.
 //!
-//! Every method returns `Result<_, HipError>` tagged with the right [`Op`], so one retry wrapper
-//! ([`super::Resilient`]) serves every backend, and the CPU backend and the fault injector speak
-//! the same error language as a real GPU.
+//! Device backends return `HipError`s tagged with the right [`crate::error::Op`], so one retry
+//! wrapper ([`super::Resilient`]) serves every backend, and the CPU backend and the fault injector
+//! speak the same error language as a real GPU.
 
-use crate::error::HipError;
+use crate::error::Classify;
 
 use super::kernel::Kernel;
 
@@ -38,19 +38,24 @@ pub trait Backend: Send + Sync {
     /// A device buffer of `Word`s.
     type Buffer: Send + Sync;
 
+    /// What a failed call returns: [`crate::HipError`] for devices, the retry layer's
+    /// [`crate::retry::RetryError`] for [`super::Resilient`]. Either can tell its recovery class.
+    type Error: std::error::Error + Classify + Send + Sync + 'static;
+
     fn info(&self) -> DeviceInfo;
 
     /// Allocates `len` words (uninitialised contents).
-    fn allocate(&self, len: usize) -> Result<Self::Buffer, HipError>;
+    fn allocate(&self, len: usize) -> Result<Self::Buffer, Self::Error>;
 
     /// The length of `buffer` in words.
     fn len(&self, buffer: &Self::Buffer) -> usize;
 
     /// Copies `src` into the start of `dst`.
-    fn copy_to_device<T: Word>(&self, src: &[T], dst: &mut Self::Buffer) -> Result<(), HipError>;
+    fn copy_to_device<T: Word>(&self, src: &[T], dst: &mut Self::Buffer)
+        -> Result<(), Self::Error>;
 
     /// Copies the start of `src` into `dst` (waits for the kernels before it).
-    fn copy_to_host<T: Word>(&self, src: &Self::Buffer, dst: &mut [T]) -> Result<(), HipError>;
+    fn copy_to_host<T: Word>(&self, src: &Self::Buffer, dst: &mut [T]) -> Result<(), Self::Error>;
 
     /// Copies `len` words from `src` to `dst`.
     fn copy_on_device(
@@ -58,17 +63,17 @@ pub trait Backend: Send + Sync {
         src: &Self::Buffer,
         dst: &mut Self::Buffer,
         len: usize,
-    ) -> Result<(), HipError>;
+    ) -> Result<(), Self::Error>;
 
     /// Launches a kernel.
-    fn launch(&self, kernel: Kernel<'_, Self::Buffer>) -> Result<(), HipError>;
+    fn launch(&self, kernel: Kernel<'_, Self::Buffer>) -> Result<(), Self::Error>;
 
     /// Waits for every launched kernel and copy.
-    fn synchronize(&self) -> Result<(), HipError>;
+    fn synchronize(&self) -> Result<(), Self::Error>;
 
     /// Drops and recreates the device state (context, stream, modules). Buffers allocated before
     /// are invalid afterwards: the caller re-uploads weights and replays from host inputs.
-    fn reset(&self) -> Result<(), HipError>;
+    fn reset(&self) -> Result<(), Self::Error>;
 
     /// Frees cached device memory; returns the bytes freed.
     fn reclaim(&self) -> u64;

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::time::{Duration, SystemTime};
 
-use crate::error::{Op, Recovery};
+use crate::error::{Classify, Op, Recovery};
 
 /// Why `retry_operation` stopped without a value. Closed: it is a metric label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -193,8 +193,8 @@ impl<E> RetryError<E> {
         self.0.history.attempts.len() as u32
     }
 
-    /// The class the loop acted on last (`None` for a breaker rejection).
-    pub fn recovery(&self) -> Option<Recovery> {
+    /// The class the loop acted on last (`None` for a breaker rejection before any attempt).
+    pub fn recovery_acted_on(&self) -> Option<Recovery> {
         self.0.history.attempts.last().map(|a| a.recovery)
     }
 }
@@ -240,5 +240,29 @@ impl<E: std::error::Error + 'static> std::error::Error for RetryError<E> {
             .error
             .as_ref()
             .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+/// A give-up can be asked the same questions as the error it wraps, so code above the retry layer
+/// (the engine replaying steps) handles both alike. A breaker rejection is Retry-class: the
+/// device may be admitted again later.
+impl<E: Classify> Classify for RetryError<E> {
+    fn recovery(&self) -> Recovery {
+        match self.0.reason {
+            GiveUpReason::CircuitOpen => Recovery::Retry,
+            _ => self.recovery_acted_on().unwrap_or(Recovery::Retry),
+        }
+    }
+
+    fn code_label(&self) -> &'static str {
+        match (&self.0.error, self.0.reason) {
+            (_, GiveUpReason::CircuitOpen) => "circuit_open",
+            (Some(error), _) => error.code_label(),
+            (None, _) => "unknown",
+        }
+    }
+
+    fn code(&self) -> Option<i32> {
+        self.0.error.as_ref().and_then(Classify::code)
     }
 }

@@ -241,6 +241,7 @@ fn too_short(op: Op, have: usize, need: usize) -> HipError {
 
 impl Backend for CpuBackend {
     type Buffer = CpuBuffer;
+    type Error = HipError;
 
     fn info(&self) -> DeviceInfo {
         let mut arch = std::env::consts::ARCH.to_string();

@@ -1,0 +1,280 @@
+//! `FaultyBackend`: wraps any backend and injects HIP errors with real codes, reproducibly.
+//!
+//! How tests and `hipinfer chaos` prove, without a GPU, that faults are survived:
+//! - **rates**: each call of an operation fails with a code at a rate, drawn from a seeded RNG;
+//! - **scripts**: "fail the next 2 launches with code 2";
+//! - **sticky**: once an injected fault is Reset-class (700, 702, 710, …), every later call returns
+//!   that code until [`Backend::reset`] — a poisoned context, as on a real GPU;
+//! - **abort**: the process calls `abort()`, as ROCm ≤ 6 does on a GPU memory fault (for the
+//!   worker-isolation tests).
+//!
+//! A failed call does nothing (no kernel runs, no byte is copied), and every error returned is
+//! counted by operation and code, so tests can compare the retry metrics with it exactly.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::Mutex;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+use crate::error::{HipError, Op, Recovery};
+
+use super::kernel::Kernel;
+use super::traits::{Backend, DeviceInfo, Word};
+
+/// What an injected fault does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultAction {
+    /// The call returns this HIP error code.
+    Fail(i32),
+    /// The process aborts (SIGABRT), as ROCm does on a GPU memory fault.
+    Abort,
+}
+
+/// One rate rule: calls of `op` (every operation when `None`) fault with `action` at `rate`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FaultRule {
+    pub op: Option<Op>,
+    pub action: FaultAction,
+    pub rate: f64,
+}
+
+/// The faults to inject.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct FaultPlan {
+    pub seed: u64,
+    pub rules: Vec<FaultRule>,
+}
+
+impl FaultPlan {
+    pub fn new(seed: u64) -> Self {
+        FaultPlan {
+            seed,
+            rules: Vec::new(),
+        }
+    }
+
+    /// Every call of `op` (every operation when `None`) fails with `code` at `rate`.
+    pub fn with_rate(mut self, op: Option<Op>, code: i32, rate: f64) -> Self {
+        self.rules.push(FaultRule {
+            op,
+            action: FaultAction::Fail(code),
+            rate,
+        });
+        self
+    }
+
+    /// Every call of `op` aborts the process at `rate`.
+    pub fn with_abort_rate(mut self, op: Option<Op>, rate: f64) -> Self {
+        self.rules.push(FaultRule {
+            op,
+            action: FaultAction::Abort,
+            rate,
+        });
+        self
+    }
+}
+
+/// Which operations can fault (every method of [`Backend`] but `len`, `info`, `reset` and
+/// `reclaim`).
+const FAULTABLE: [Op; 6] = [
+    Op::Allocate,
+    Op::CopyHostToDevice,
+    Op::CopyDeviceToHost,
+    Op::CopyDeviceToDevice,
+    Op::Launch,
+    Op::Synchronize,
+];
+
+#[derive(Debug)]
+struct Injector {
+    rng: SmallRng,
+    scripts: HashMap<Op, VecDeque<i32>>,
+    sticky: Option<i32>,
+    returned: HashMap<(Op, i32), u64>,
+    injected: HashMap<i32, u64>,
+}
+
+/// A backend that injects faults into `B`.
+#[derive(Debug)]
+pub struct FaultyBackend<B> {
+    inner: B,
+    rules: Vec<FaultRule>,
+    injector: Mutex<Injector>,
+    reclaims: AtomicU64,
+    resets: AtomicU64,
+}
+
+impl<B: Backend<Error = HipError>> FaultyBackend<B> {
+    pub fn new(inner: B, plan: FaultPlan) -> Self {
+        FaultyBackend {
+            inner,
+            rules: plan.rules,
+            injector: Mutex::new(Injector {
+                rng: SmallRng::seed_from_u64(plan.seed),
+                scripts: HashMap::new(),
+                sticky: None,
+                returned: HashMap::new(),
+                injected: HashMap::new(),
+            }),
+            reclaims: AtomicU64::new(0),
+            resets: AtomicU64::new(0),
+        }
+    }
+
+    /// A wrapper that injects nothing until scripted.
+    pub fn passthrough(inner: B) -> Self {
+        Self::new(inner, FaultPlan::default())
+    }
+
+    pub fn inner(&self) -> &B {
+        &self.inner
+    }
+
+    /// The next `times` calls of `op` fail with `code` (before any rate rule is drawn).
+    pub fn script(&self, op: Op, code: i32, times: u32) {
+        let mut injector = self.injector.lock();
+        let queue = injector.scripts.entry(op).or_default();
+        queue.extend(std::iter::repeat_n(code, times as usize));
+    }
+
+    /// Fresh faults injected with `code` (sticky repeats not counted).
+    pub fn injected(&self, code: i32) -> u64 {
+        self.injector
+            .lock()
+            .injected
+            .get(&code)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Every error returned for `op` with `code` (sticky repeats included): what
+    /// `hipinfer_gpu_errors_total{op, code}` should read.
+    pub fn returned(&self, op: Op, code: i32) -> u64 {
+        self.injector
+            .lock()
+            .returned
+            .get(&(op, code))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Every error returned, over all operations and codes.
+    pub fn returned_total(&self) -> u64 {
+        self.injector.lock().returned.values().sum()
+    }
+
+    /// Calls of [`Backend::reclaim`] so far.
+    pub fn reclaims(&self) -> u64 {
+        self.reclaims.load(Ordering::Relaxed)
+    }
+
+    /// Calls of [`Backend::reset`] so far.
+    pub fn resets(&self) -> u64 {
+        self.resets.load(Ordering::Relaxed)
+    }
+
+    /// Whether a sticky fault poisons the backend now.
+    pub fn is_poisoned(&self) -> bool {
+        self.injector.lock().sticky.is_some()
+    }
+
+    /// Decides whether this call of `op` faults.
+    fn check(&self, op: Op) -> Result<(), HipError> {
+        debug_assert!(FAULTABLE.contains(&op));
+        let mut injector = self.injector.lock();
+        let code = if let Some(code) = injector.sticky {
+            Some(code)
+        } else if let Some(code) = injector.scripts.get_mut(&op).and_then(VecDeque::pop_front) {
+            *injector.injected.entry(code).or_default() += 1;
+            Some(code)
+        } else {
+            let mut drawn = None;
+            for rule in self.rules.iter().filter(|r| r.op.is_none_or(|o| o == op)) {
+                if rule.rate > 0.0 && injector.rng.random::<f64>() < rule.rate {
+                    drawn = Some(rule.action);
+                    break;
+                }
+            }
+            match drawn {
+                None => None,
+                Some(FaultAction::Abort) => {
+                    tracing::error!(op = op.as_str(), "fault injection: aborting the process");
+                    std::process::abort();
+                }
+                Some(FaultAction::Fail(code)) => {
+                    *injector.injected.entry(code).or_default() += 1;
+                    Some(code)
+                }
+            }
+        };
+        let Some(code) = code else { return Ok(()) };
+        let error = HipError::new(code, op).with_detail("injected by FaultyBackend");
+        if error.recovery() == Recovery::Reset {
+            injector.sticky = Some(code);
+        }
+        *injector.returned.entry((op, code)).or_default() += 1;
+        Err(error)
+    }
+}
+
+impl<B: Backend<Error = HipError>> Backend for FaultyBackend<B> {
+    type Buffer = B::Buffer;
+    type Error = HipError;
+
+    fn info(&self) -> DeviceInfo {
+        self.inner.info()
+    }
+
+    fn allocate(&self, len: usize) -> Result<B::Buffer, HipError> {
+        self.check(Op::Allocate)?;
+        self.inner.allocate(len)
+    }
+
+    fn len(&self, buffer: &B::Buffer) -> usize {
+        self.inner.len(buffer)
+    }
+
+    fn copy_to_device<T: Word>(&self, src: &[T], dst: &mut B::Buffer) -> Result<(), HipError> {
+        self.check(Op::CopyHostToDevice)?;
+        self.inner.copy_to_device(src, dst)
+    }
+
+    fn copy_to_host<T: Word>(&self, src: &B::Buffer, dst: &mut [T]) -> Result<(), HipError> {
+        self.check(Op::CopyDeviceToHost)?;
+        self.inner.copy_to_host(src, dst)
+    }
+
+    fn copy_on_device(
+        &self,
+        src: &B::Buffer,
+        dst: &mut B::Buffer,
+        len: usize,
+    ) -> Result<(), HipError> {
+        self.check(Op::CopyDeviceToDevice)?;
+        self.inner.copy_on_device(src, dst, len)
+    }
+
+    fn launch(&self, kernel: Kernel<'_, B::Buffer>) -> Result<(), HipError> {
+        self.check(Op::Launch)
+            .map_err(|e| e.with_kernel(kernel.id().symbol()))?;
+        self.inner.launch(kernel)
+    }
+
+    fn synchronize(&self) -> Result<(), HipError> {
+        self.check(Op::Synchronize)?;
+        self.inner.synchronize()
+    }
+
+    fn reset(&self) -> Result<(), HipError> {
+        self.resets.fetch_add(1, Ordering::Relaxed);
+        self.injector.lock().sticky = None;
+        self.inner.reset()
+    }
+
+    fn reclaim(&self) -> u64 {
+        self.reclaims.fetch_add(1, Ordering::Relaxed);
+        self.inner.reclaim()
+    }
+}

@@ -1,0 +1,117 @@
+//! `Resilient<B>`: every allocate, copy, launch and synchronize of any backend goes through
+//! `retry_operation` with the engine's policy, breaker, budget and metrics.
+//!
+//! Retry-class errors are retried in place; on Reclaim-class (out of memory) the backend's cached
+//! memory is freed first; Reset, Fatal and Probe pass straight up as a [`RetryError`] — the
+//! engine replays the whole step after a reset, since a kernel fault may belong to any earlier
+//! launch.
+
+use std::sync::Arc;
+
+use crate::error::{HipError, Op};
+use crate::retry::{RetryCall, RetryError, RetryPolicy, RetryState};
+
+use super::kernel::Kernel;
+use super::traits::{Backend, DeviceInfo, Word};
+
+/// A backend whose every device call is retried by class.
+#[derive(Debug)]
+pub struct Resilient<B> {
+    inner: B,
+    policy: Arc<RetryPolicy>,
+    state: RetryState,
+}
+
+impl<B: Backend<Error = HipError>> Resilient<B> {
+    pub fn new(inner: B, policy: Arc<RetryPolicy>, state: RetryState) -> Self {
+        Resilient {
+            inner,
+            policy,
+            state,
+        }
+    }
+
+    pub fn inner(&self) -> &B {
+        &self.inner
+    }
+
+    pub fn state(&self) -> &RetryState {
+        &self.state
+    }
+
+    pub fn policy(&self) -> &RetryPolicy {
+        &self.policy
+    }
+
+    fn call<T>(
+        &self,
+        op: Op,
+        mut f: impl FnMut() -> Result<T, HipError>,
+    ) -> Result<T, RetryError<HipError>> {
+        let inner = &self.inner;
+        let mut reclaim = || {
+            inner.reclaim();
+        };
+        RetryCall::new(op, &self.policy, &self.state)
+            .reclaim_with(&mut reclaim)
+            .run(|_| f())
+            .map(|done| done.value)
+    }
+}
+
+impl<B: Backend<Error = HipError>> Backend for Resilient<B> {
+    type Buffer = B::Buffer;
+    type Error = RetryError<HipError>;
+
+    fn info(&self) -> DeviceInfo {
+        self.inner.info()
+    }
+
+    fn allocate(&self, len: usize) -> Result<B::Buffer, Self::Error> {
+        self.call(Op::Allocate, || self.inner.allocate(len))
+    }
+
+    fn len(&self, buffer: &B::Buffer) -> usize {
+        self.inner.len(buffer)
+    }
+
+    fn copy_to_device<T: Word>(&self, src: &[T], dst: &mut B::Buffer) -> Result<(), Self::Error> {
+        self.call(Op::CopyHostToDevice, || self.inner.copy_to_device(src, dst))
+    }
+
+    fn copy_to_host<T: Word>(&self, src: &B::Buffer, dst: &mut [T]) -> Result<(), Self::Error> {
+        self.call(Op::CopyDeviceToHost, || self.inner.copy_to_host(src, dst))
+    }
+
+    fn copy_on_device(
+        &self,
+        src: &B::Buffer,
+        dst: &mut B::Buffer,
+        len: usize,
+    ) -> Result<(), Self::Error> {
+        self.call(Op::CopyDeviceToDevice, || {
+            self.inner.copy_on_device(src, dst, len)
+        })
+    }
+
+    fn launch(&self, mut kernel: Kernel<'_, B::Buffer>) -> Result<(), Self::Error> {
+        self.call(Op::Launch, || self.inner.launch(kernel.reborrow()))
+    }
+
+    fn synchronize(&self) -> Result<(), Self::Error> {
+        self.call(Op::Synchronize, || self.inner.synchronize())
+    }
+
+    /// Resets the device and closes its circuit breaker: a fresh context starts with a clean record.
+    fn reset(&self) -> Result<(), Self::Error> {
+        let result = self.call(Op::Init, || self.inner.reset());
+        if result.is_ok() {
+            self.state.breaker().reset();
+        }
+        result
+    }
+
+    fn reclaim(&self) -> u64 {
+        self.inner.reclaim()
+    }
+}
