@@ -5,15 +5,21 @@
 //! [`Resilient`] wraps any of them and sends every call through the retry layer.
 
 mod allocator;
+mod choice;
 pub mod cpu;
 mod faulty;
+#[cfg(feature = "hip")]
+pub mod hip;
 mod kernel;
 mod resilient;
 mod traits;
 
 pub use allocator::{size_class, CachingAllocator, PooledBlock, RawMemory};
+pub use choice::{hip_archs, open, probe_hip, BackendChoice, SelectedBackend, HIP_COMPILED};
 pub use cpu::{CpuBackend, CpuBuffer, HostMemory};
 pub use faulty::{FaultAction, FaultPlan, FaultRule, FaultyBackend};
+#[cfg(feature = "hip")]
+pub use hip::{HipBackend, HipBuffer};
 pub use kernel::{Activation, Kernel, KernelId};
 pub use resilient::Resilient;
 pub use traits::{Backend, DeviceInfo, Word};
