@@ -10,6 +10,7 @@
 
 pub mod backend;
 pub mod error;
+pub mod model;
 pub mod retry;
 
 pub use error::{ConfigError, HipError, Op, Recovery};

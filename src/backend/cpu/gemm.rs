@@ -14,7 +14,9 @@ use crate::backend::kernel::Activation;
 use super::math::gelu;
 
 /// Below this many multiply-adds a product runs on one thread: splitting costs more than it saves.
-const PARALLEL_MIN_MACS: usize = 1 << 20;
+pub const PARALLEL_MIN_MACS: usize = 1 << 20;
+/// Products of fewer rows run on one thread too (faer splits rows; 8 rows gain nothing from two).
+pub const PARALLEL_MIN_ROWS: usize = 16;
 
 /// `out[m×n] = act(input[m×k] · weight[n×k]ᵀ + bias)`, every matrix row-major and contiguous.
 pub fn gemm_bias(
@@ -33,7 +35,7 @@ pub fn gemm_bias(
     let lhs = MatRef::from_row_major_slice(&input[..m * k], m, k);
     let rhs = MatRef::from_row_major_slice(&weight[..n * k], n, k).transpose();
     let macs = m * n * k;
-    let par = if threads > 1 && macs >= PARALLEL_MIN_MACS && m > 1 {
+    let par = if threads > 1 && macs >= PARALLEL_MIN_MACS && m >= PARALLEL_MIN_ROWS {
         Par::rayon(threads)
     } else {
         Par::Seq

@@ -158,9 +158,15 @@ impl CpuBackend {
             } => {
                 let bias = bias.map(|b| &b.as_f32()[..n]);
                 let (input, weight, out) = (input.as_f32(), weight.as_f32(), out.as_f32_mut());
-                self.pool.install(|| {
-                    gemm::gemm_bias(input, weight, bias, out, (m, n, k), activation, threads)
-                });
+                let mut run =
+                    || gemm::gemm_bias(input, weight, bias, out, (m, n, k), activation, threads);
+                if m < gemm::PARALLEL_MIN_ROWS
+                    || m.saturating_mul(n).saturating_mul(k) < gemm::PARALLEL_MIN_MACS
+                {
+                    run() // one thread: handing it to the pool would cost more than the product
+                } else {
+                    self.pool.install(run)
+                }
             }
             Kernel::Gelu { x, len } => {
                 let x = &mut x.as_f32_mut()[..len];

@@ -1,0 +1,307 @@
+//! The BERT encoder's forward pass as backend ops, and its weights on a backend.
+//!
+//! Embeddings + LayerNorm, then per layer: fused QKV GEMM → attention with the padding mask →
+//! output GEMM → LayerNorm(· + residual) → FFN GEMM with GELU → GEMM → LayerNorm(· + residual);
+//! then mean pooling over the mask and optional L2 normalisation. Sequences of a batch are padded
+//! to the longest; padded tokens are masked out of attention and pooling, so padding changes no
+//! real token's result.
+
+use crate::backend::{Activation, Backend, Kernel, Word};
+
+use super::config::BertConfig;
+use super::error::ModelError;
+use super::tokenizer::Encoding;
+use super::weights::WeightFile;
+
+/// One encoder layer's weights on a backend (Q, K and V fused into one matrix).
+struct LayerWeights<Buf> {
+    qkv_weight: Buf,
+    qkv_bias: Buf,
+    attention_out_weight: Buf,
+    attention_out_bias: Buf,
+    attention_norm_gamma: Buf,
+    attention_norm_beta: Buf,
+    intermediate_weight: Buf,
+    intermediate_bias: Buf,
+    output_weight: Buf,
+    output_bias: Buf,
+    output_norm_gamma: Buf,
+    output_norm_beta: Buf,
+}
+
+/// Every weight of the encoder, uploaded to a backend.
+pub struct DeviceWeights<Buf> {
+    word: Buf,
+    position: Buf,
+    token_type: Buf,
+    norm_gamma: Buf,
+    norm_beta: Buf,
+    layers: Vec<LayerWeights<Buf>>,
+}
+
+impl<Buf> std::fmt::Debug for DeviceWeights<Buf> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceWeights")
+            .field("layers", &self.layers.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn upload<B: Backend, T: Word>(backend: &B, values: &[T]) -> Result<B::Buffer, ModelError> {
+    let mut buffer = backend.allocate(values.len()).map_err(ModelError::device)?;
+    backend
+        .copy_to_device(values, &mut buffer)
+        .map_err(ModelError::device)?;
+    Ok(buffer)
+}
+
+impl<Buf> DeviceWeights<Buf> {
+    /// Uploads every weight of `file` to `backend`.
+    pub fn upload<B: Backend<Buffer = Buf>>(
+        backend: &B,
+        file: &WeightFile,
+        config: &BertConfig,
+    ) -> Result<Self, ModelError> {
+        let tensor =
+            |name: &str| -> Result<B::Buffer, ModelError> { upload(backend, &file.f32(name)?) };
+        let mut layers = Vec::with_capacity(config.num_hidden_layers);
+        for i in 0..config.num_hidden_layers {
+            let name = |n: &str| format!("encoder.layer.{i}.{n}");
+            let concat = |parts: [&str; 3]| -> Result<Vec<f32>, ModelError> {
+                let mut joined = Vec::new();
+                for part in parts {
+                    joined.extend_from_slice(&file.f32(&name(part))?);
+                }
+                Ok(joined)
+            };
+            let qkv_weight = concat([
+                "attention.self.query.weight",
+                "attention.self.key.weight",
+                "attention.self.value.weight",
+            ])?;
+            let qkv_bias = concat([
+                "attention.self.query.bias",
+                "attention.self.key.bias",
+                "attention.self.value.bias",
+            ])?;
+            layers.push(LayerWeights {
+                qkv_weight: upload(backend, &qkv_weight)?,
+                qkv_bias: upload(backend, &qkv_bias)?,
+                attention_out_weight: tensor(&name("attention.output.dense.weight"))?,
+                attention_out_bias: tensor(&name("attention.output.dense.bias"))?,
+                attention_norm_gamma: tensor(&name("attention.output.LayerNorm.weight"))?,
+                attention_norm_beta: tensor(&name("attention.output.LayerNorm.bias"))?,
+                intermediate_weight: tensor(&name("intermediate.dense.weight"))?,
+                intermediate_bias: tensor(&name("intermediate.dense.bias"))?,
+                output_weight: tensor(&name("output.dense.weight"))?,
+                output_bias: tensor(&name("output.dense.bias"))?,
+                output_norm_gamma: tensor(&name("output.LayerNorm.weight"))?,
+                output_norm_beta: tensor(&name("output.LayerNorm.bias"))?,
+            });
+        }
+        Ok(DeviceWeights {
+            word: tensor("embeddings.word_embeddings.weight")?,
+            position: tensor("embeddings.position_embeddings.weight")?,
+            token_type: tensor("embeddings.token_type_embeddings.weight")?,
+            norm_gamma: tensor("embeddings.LayerNorm.weight")?,
+            norm_beta: tensor("embeddings.LayerNorm.bias")?,
+            layers,
+        })
+    }
+}
+
+/// Runs the encoder on a batch of encodings and returns one pooled embedding per encoding.
+pub fn forward<B: Backend>(
+    backend: &B,
+    weights: &DeviceWeights<B::Buffer>,
+    config: &BertConfig,
+    batch: &[Encoding],
+    normalize: bool,
+) -> Result<Vec<Vec<f32>>, ModelError> {
+    let device = ModelError::device::<B::Error>;
+    let sequences = batch.len();
+    let seq = batch.iter().map(|e| e.ids.len()).max().unwrap_or(0);
+    if sequences == 0 || seq == 0 {
+        return Ok(vec![Vec::new(); sequences]);
+    }
+    let (hidden, inter, heads) = (
+        config.hidden_size,
+        config.intermediate_size,
+        config.num_attention_heads,
+    );
+    let tokens = sequences * seq;
+    let eps = config.layer_norm_eps as f32;
+
+    // Host inputs, padded to the longest sequence.
+    let mut ids = vec![0u32; tokens];
+    let mut types = vec![0u32; tokens];
+    let mut mask = vec![0f32; tokens];
+    for (b, encoding) in batch.iter().enumerate() {
+        for (t, (&id, &ty)) in encoding.ids.iter().zip(&encoding.type_ids).enumerate() {
+            ids[b * seq + t] = id;
+            types[b * seq + t] = ty;
+            mask[b * seq + t] = 1.0;
+        }
+    }
+    let (ids, types, mask) = (
+        upload(backend, &ids)?,
+        upload(backend, &types)?,
+        upload(backend, &mask)?,
+    );
+
+    let allocate = |len: usize| backend.allocate(len).map_err(device);
+    let mut embedded = allocate(tokens * hidden)?;
+    let mut hidden_states = allocate(tokens * hidden)?;
+    let mut attention_normed = allocate(tokens * hidden)?;
+    let mut qkv = allocate(tokens * 3 * hidden)?;
+    let mut context = allocate(tokens * hidden)?;
+    let mut projected = allocate(tokens * hidden)?;
+    let mut intermediate = allocate(tokens * inter)?;
+
+    backend
+        .launch(Kernel::Embed {
+            ids: &ids,
+            token_types: &types,
+            word: &weights.word,
+            position: &weights.position,
+            token_type: &weights.token_type,
+            out: &mut embedded,
+            tokens,
+            seq,
+            hidden,
+            vocab: config.vocab_size,
+            type_vocab: config.type_vocab_size,
+        })
+        .map_err(device)?;
+    backend
+        .launch(Kernel::LayerNorm {
+            input: &embedded,
+            residual: None,
+            gamma: &weights.norm_gamma,
+            beta: &weights.norm_beta,
+            out: &mut hidden_states,
+            rows: tokens,
+            cols: hidden,
+            eps,
+        })
+        .map_err(device)?;
+
+    for layer in &weights.layers {
+        let gemm = |input: &B::Buffer,
+                    weight: &B::Buffer,
+                    bias: &B::Buffer,
+                    out: &mut B::Buffer,
+                    n: usize,
+                    k: usize,
+                    activation| {
+            backend
+                .launch(Kernel::Gemm {
+                    input,
+                    weight,
+                    bias: Some(bias),
+                    out,
+                    m: tokens,
+                    n,
+                    k,
+                    activation,
+                })
+                .map_err(device)
+        };
+        gemm(
+            &hidden_states,
+            &layer.qkv_weight,
+            &layer.qkv_bias,
+            &mut qkv,
+            3 * hidden,
+            hidden,
+            Activation::None,
+        )?;
+        backend
+            .launch(Kernel::Attention {
+                qkv: &qkv,
+                mask: &mask,
+                out: &mut context,
+                batch: sequences,
+                seq,
+                heads,
+                head_dim: config.head_dim(),
+            })
+            .map_err(device)?;
+        gemm(
+            &context,
+            &layer.attention_out_weight,
+            &layer.attention_out_bias,
+            &mut projected,
+            hidden,
+            hidden,
+            Activation::None,
+        )?;
+        backend
+            .launch(Kernel::LayerNorm {
+                input: &projected,
+                residual: Some(&hidden_states),
+                gamma: &layer.attention_norm_gamma,
+                beta: &layer.attention_norm_beta,
+                out: &mut attention_normed,
+                rows: tokens,
+                cols: hidden,
+                eps,
+            })
+            .map_err(device)?;
+        gemm(
+            &attention_normed,
+            &layer.intermediate_weight,
+            &layer.intermediate_bias,
+            &mut intermediate,
+            inter,
+            hidden,
+            Activation::Gelu,
+        )?;
+        gemm(
+            &intermediate,
+            &layer.output_weight,
+            &layer.output_bias,
+            &mut projected,
+            hidden,
+            inter,
+            Activation::None,
+        )?;
+        backend
+            .launch(Kernel::LayerNorm {
+                input: &projected,
+                residual: Some(&attention_normed),
+                gamma: &layer.output_norm_gamma,
+                beta: &layer.output_norm_beta,
+                out: &mut hidden_states,
+                rows: tokens,
+                cols: hidden,
+                eps,
+            })
+            .map_err(device)?;
+    }
+
+    let mut pooled = allocate(sequences * hidden)?;
+    backend
+        .launch(Kernel::MeanPool {
+            input: &hidden_states,
+            mask: &mask,
+            out: &mut pooled,
+            batch: sequences,
+            seq,
+            hidden,
+        })
+        .map_err(device)?;
+    if normalize {
+        backend
+            .launch(Kernel::L2Normalize {
+                x: &mut pooled,
+                rows: sequences,
+                cols: hidden,
+            })
+            .map_err(device)?;
+    }
+    backend.synchronize().map_err(device)?;
+    let mut host = vec![0f32; sequences * hidden];
+    backend.copy_to_host(&pooled, &mut host).map_err(device)?;
+    Ok(host.chunks_exact(hidden).map(<[f32]>::to_vec).collect())
+}

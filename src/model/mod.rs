@@ -1,0 +1,177 @@
+//! Models: all-MiniLM-L6-v2 (a BERT sentence-embedding model) from a Hugging Face folder.
+//!
+//! [`Model`] is the host side — configuration, tokenizer, memory-mapped weights — loaded once and
+//! shared; [`Embedder`] puts its weights on a backend and embeds texts there. After a backend
+//! reset, [`Embedder::reupload`] puts the weights back.
+
+mod bert;
+mod config;
+mod error;
+mod tokenizer;
+mod weights;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+
+use crate::backend::Backend;
+
+pub use bert::{forward, DeviceWeights};
+pub use config::{BertConfig, ModelConfig};
+pub use error::ModelError;
+pub use tokenizer::{Encoding, TextTokenizer};
+pub use weights::WeightFile;
+
+/// The folder `hipinfer` uses when none is given: `$HIPINFER_MODEL`, else this.
+pub const DEFAULT_MODEL_DIR: &str = "models/all-MiniLM-L6-v2";
+
+/// A model folder, loaded: configuration, tokenizer and weights (memory-mapped).
+#[derive(Debug)]
+pub struct Model {
+    dir: PathBuf,
+    name: String,
+    config: ModelConfig,
+    tokenizer: TextTokenizer,
+    weights: WeightFile,
+}
+
+impl Model {
+    /// Loads the Hugging Face model folder `dir` (`config.json`, `model.safetensors`,
+    /// `tokenizer.json`, and optionally `sentence_bert_config.json` and `1_Pooling/config.json`).
+    pub fn load(dir: impl AsRef<Path>) -> Result<Model, ModelError> {
+        let dir = dir.as_ref();
+        if !dir.is_dir() {
+            return Err(ModelError::Folder {
+                path: dir.to_path_buf(),
+                message: "is not a folder (fetch the model with scripts/fetch-model.sh, or pass --model DIR)".into(),
+            });
+        }
+        for required in ["config.json", "model.safetensors", "tokenizer.json"] {
+            if !dir.join(required).is_file() {
+                return Err(ModelError::Folder {
+                    path: dir.to_path_buf(),
+                    message: format!("has no {required}"),
+                });
+            }
+        }
+        let config = ModelConfig::load(dir)?;
+        let tokenizer = TextTokenizer::load(&dir.join("tokenizer.json"), config.max_seq_length)?;
+        let weights = WeightFile::open(&dir.join("model.safetensors"), &config.bert)?;
+        let name = dir.file_name().map_or_else(
+            || dir.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+        Ok(Model {
+            dir: dir.to_path_buf(),
+            name,
+            config,
+            tokenizer,
+            weights,
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The folder's name (`all-MiniLM-L6-v2`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    pub fn tokenizer(&self) -> &TextTokenizer {
+        &self.tokenizer
+    }
+
+    pub fn weights(&self) -> &WeightFile {
+        &self.weights
+    }
+
+    /// The embedding size.
+    pub fn dimensions(&self) -> usize {
+        self.config.bert.hidden_size
+    }
+
+    /// Tokenizes every text (truncated at `max_seq_length`).
+    pub fn tokenize<S: AsRef<str>>(&self, texts: &[S]) -> Result<Vec<Encoding>, ModelError> {
+        texts
+            .iter()
+            .enumerate()
+            .map(|(i, text)| self.tokenizer.encode(i, text.as_ref()))
+            .collect()
+    }
+}
+
+/// A model's weights on a backend: embeds texts there. `Send + Sync`; share it behind an `Arc`.
+pub struct Embedder<B: Backend> {
+    model: Arc<Model>,
+    backend: B,
+    weights: RwLock<DeviceWeights<B::Buffer>>,
+}
+
+impl<B: Backend> std::fmt::Debug for Embedder<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Embedder")
+            .field("model", &self.model.name)
+            .field("backend", &self.backend.info())
+            .finish()
+    }
+}
+
+impl<B: Backend> Embedder<B> {
+    /// Uploads the model's weights to `backend`.
+    pub fn new(model: Arc<Model>, backend: B) -> Result<Self, ModelError> {
+        let weights = DeviceWeights::upload(&backend, &model.weights, &model.config.bert)?;
+        Ok(Embedder {
+            model,
+            backend,
+            weights: RwLock::new(weights),
+        })
+    }
+
+    pub fn model(&self) -> &Arc<Model> {
+        &self.model
+    }
+
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    /// Uploads the weights again (after a backend reset invalidated the old buffers).
+    pub fn reupload(&self) -> Result<(), ModelError> {
+        let mut weights = self.weights.write();
+        *weights =
+            DeviceWeights::upload(&self.backend, &self.model.weights, &self.model.config.bert)?;
+        Ok(())
+    }
+
+    /// Embeds already tokenized inputs as one padded batch.
+    pub fn embed_encodings(
+        &self,
+        batch: &[Encoding],
+        normalize: bool,
+    ) -> Result<Vec<Vec<f32>>, ModelError> {
+        forward(
+            &self.backend,
+            &self.weights.read(),
+            &self.model.config.bert,
+            batch,
+            normalize,
+        )
+    }
+
+    /// Tokenizes and embeds `texts` as one batch; one embedding per text, in order.
+    pub fn embed<S: AsRef<str>>(
+        &self,
+        texts: &[S],
+        normalize: bool,
+    ) -> Result<Vec<Vec<f32>>, ModelError> {
+        let batch = self.model.tokenize(texts)?;
+        self.embed_encodings(&batch, normalize)
+    }
+}

@@ -1,0 +1,74 @@
+//! The Hugging Face tokenizer of the model folder (`tokenizer.json`), with the file's fixed
+//! padding turned off and truncation at the model's `max_seq_length`.
+
+use std::path::{Path, PathBuf};
+
+use tokenizers::{Tokenizer, TruncationParams};
+
+use super::error::ModelError;
+
+/// One tokenized input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Encoding {
+    pub ids: Vec<u32>,
+    pub type_ids: Vec<u32>,
+}
+
+/// A tokenizer that never pads and truncates at `max_length` tokens (special tokens included).
+#[derive(Debug)]
+pub struct TextTokenizer {
+    inner: Tokenizer,
+    path: PathBuf,
+    max_length: usize,
+}
+
+impl TextTokenizer {
+    pub fn load(path: &Path, max_length: usize) -> Result<TextTokenizer, ModelError> {
+        if !path.is_file() {
+            return Err(ModelError::Io {
+                path: path.to_path_buf(),
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
+            });
+        }
+        let invalid = |message: String| ModelError::Tokenizer {
+            path: path.to_path_buf(),
+            message,
+        };
+        let mut inner = Tokenizer::from_file(path).map_err(|e| invalid(e.to_string()))?;
+        inner.with_padding(None);
+        inner
+            .with_truncation(Some(TruncationParams {
+                max_length,
+                ..TruncationParams::default()
+            }))
+            .map_err(|e| invalid(e.to_string()))?;
+        Ok(TextTokenizer {
+            inner,
+            path: path.to_path_buf(),
+            max_length,
+        })
+    }
+
+    pub fn max_length(&self) -> usize {
+        self.max_length
+    }
+
+    /// Tokenizes `text` with the special tokens (`[CLS] … [SEP]`), truncated to `max_length`.
+    pub fn encode(&self, index: usize, text: &str) -> Result<Encoding, ModelError> {
+        let encoding = self
+            .inner
+            .encode(text, true)
+            .map_err(|e| ModelError::Input {
+                index,
+                message: format!("could not tokenize: {e}"),
+            })?;
+        Ok(Encoding {
+            ids: encoding.get_ids().to_vec(),
+            type_ids: encoding.get_type_ids().to_vec(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
