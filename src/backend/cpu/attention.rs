@@ -6,7 +6,7 @@ use faer::{MatMut, MatRef};
 use rayon::prelude::*;
 
 use super::gemm::gemm_strided;
-use super::math::exp;
+use super::math::{with_simd, SoftmaxRows};
 
 /// Shapes of one attention launch.
 #[derive(Debug, Clone, Copy)]
@@ -87,9 +87,11 @@ fn head(
         d,
         scale,
     );
-    for row in scores.chunks_exact_mut(len) {
-        softmax_masked(row, &mask[..len]);
-    }
+    with_simd(SoftmaxRows {
+        scores: &mut scores,
+        len,
+        keep: &mask[..len],
+    });
     let mut values = vec![0.0f32; len * d];
     let probabilities = MatRef::from_row_major_slice(&scores, len, len);
     faer::linalg::matmul::matmul(
@@ -101,29 +103,4 @@ fn head(
         faer::Par::Seq,
     );
     values
-}
-
-/// Softmax of `row` over the keys whose `mask` is non-zero (the others get probability 0).
-fn softmax_masked(row: &mut [f32], mask: &[f32]) {
-    let mut max = f32::NEG_INFINITY;
-    for (x, &m) in row.iter_mut().zip(mask) {
-        if m == 0.0 {
-            *x = f32::NEG_INFINITY;
-        }
-        max = max.max(*x);
-    }
-    let mut sum = 0.0f32;
-    for x in row.iter_mut() {
-        let e = if *x == f32::NEG_INFINITY {
-            0.0
-        } else {
-            exp(*x - max)
-        };
-        *x = e;
-        sum += e;
-    }
-    let inverse = if sum > 0.0 { 1.0 / sum } else { 0.0 };
-    for x in row.iter_mut() {
-        *x *= inverse;
-    }
 }

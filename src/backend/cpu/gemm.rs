@@ -11,7 +11,7 @@ use rayon::prelude::*;
 
 use crate::backend::kernel::Activation;
 
-use super::math::gelu;
+use super::math::{dot, gelu, with_simd, BiasActivation};
 
 /// Below this many multiply-adds a product runs on one thread: splitting costs more than it saves.
 pub const PARALLEL_MIN_MACS: usize = 1 << 20;
@@ -32,10 +32,26 @@ pub fn gemm_bias(
         return;
     }
     let out = &mut out[..m * n];
+    let macs = m * n * k;
+    let parallel = threads > 1 && macs >= PARALLEL_MIN_MACS;
+    if m < PARALLEL_MIN_ROWS {
+        // A few rows: packing the weight for a blocked GEMM costs more than the product itself,
+        // so take each output as a dot product of two contiguous rows, weight rows split over
+        // the threads; the bias and activation are applied in the same pass.
+        rows_times_weight(
+            input,
+            weight,
+            bias,
+            out,
+            (m, n, k),
+            activation == Activation::Gelu,
+            parallel,
+        );
+        return;
+    }
     let lhs = MatRef::from_row_major_slice(&input[..m * k], m, k);
     let rhs = MatRef::from_row_major_slice(&weight[..n * k], n, k).transpose();
-    let macs = m * n * k;
-    let par = if threads > 1 && macs >= PARALLEL_MIN_MACS && m >= PARALLEL_MIN_ROWS {
+    let par = if parallel {
         Par::rayon(threads)
     } else {
         Par::Seq
@@ -48,13 +64,86 @@ pub fn gemm_bias(
         1.0f32,
         par,
     );
-    epilogue(
-        out,
-        n,
-        bias,
-        activation,
-        macs >= PARALLEL_MIN_MACS && threads > 1,
-    );
+    epilogue(out, n, bias, activation, parallel);
+}
+
+/// Weight rows per task of [`rows_times_weight`].
+const WEIGHT_ROWS_PER_TASK: usize = 64;
+
+/// `out[m×n] = act(input[m×k] · weight[n×k]ᵀ + bias)` for small `m`, as dot products.
+fn rows_times_weight(
+    input: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+    (m, n, k): (usize, usize, usize),
+    gelu: bool,
+    parallel: bool,
+) {
+    let input = &input[..m * k];
+    let block = |(index, rows): (usize, &[f32])| -> Vec<f32> {
+        let first = index * WEIGHT_ROWS_PER_TASK;
+        let columns = rows.len() / k;
+        let bias = bias.map(|b| &b[first..first + columns]);
+        let mut values = vec![0.0f32; m * columns];
+        with_simd(DotBlock {
+            input,
+            weight_rows: rows,
+            k,
+            bias,
+            gelu,
+            out: &mut values,
+        });
+        values
+    };
+    let blocks: Vec<Vec<f32>> = if parallel {
+        weight[..n * k]
+            .par_chunks(WEIGHT_ROWS_PER_TASK * k)
+            .enumerate()
+            .map(block)
+            .collect()
+    } else {
+        weight[..n * k]
+            .chunks(WEIGHT_ROWS_PER_TASK * k)
+            .enumerate()
+            .map(block)
+            .collect()
+    };
+    for (index, values) in blocks.iter().enumerate() {
+        let first = index * WEIGHT_ROWS_PER_TASK;
+        let columns = values.len() / m;
+        for (i, row) in values.chunks_exact(columns).enumerate() {
+            out[i * n + first..][..columns].copy_from_slice(row);
+        }
+    }
+}
+
+/// `out[i × columns + j] = act(input_i · weight_row_j + bias_j)` for one block of weight rows.
+struct DotBlock<'a> {
+    input: &'a [f32],
+    weight_rows: &'a [f32],
+    k: usize,
+    bias: Option<&'a [f32]>,
+    gelu: bool,
+    out: &'a mut [f32],
+}
+
+impl pulp::WithSimd for DotBlock<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _: S) {
+        let columns = self.weight_rows.len() / self.k;
+        for (j, w) in self.weight_rows.chunks_exact(self.k).enumerate() {
+            for (i, x) in self.input.chunks_exact(self.k).enumerate() {
+                let mut value = dot(x, w) + self.bias.map_or(0.0, |b| b[j]);
+                if self.gelu {
+                    value = gelu(value);
+                }
+                self.out[i * columns + j] = value;
+            }
+        }
+    }
 }
 
 /// Adds the bias and applies the activation, row by row.
@@ -65,15 +154,8 @@ fn epilogue(
     activation: Activation,
     parallel: bool,
 ) {
-    let row = |row: &mut [f32]| match (bias, activation) {
-        (None, Activation::None) => {}
-        (Some(bias), Activation::None) => row.iter_mut().zip(bias).for_each(|(x, b)| *x += b),
-        (None, Activation::Gelu) => row.iter_mut().for_each(|x| *x = gelu(*x)),
-        (Some(bias), Activation::Gelu) => row
-            .iter_mut()
-            .zip(bias)
-            .for_each(|(x, b)| *x = gelu(*x + b)),
-    };
+    let gelu = activation == Activation::Gelu;
+    let row = |row: &mut [f32]| with_simd(BiasActivation { row, bias, gelu });
     if bias.is_none() && activation == Activation::None {
         return;
     }

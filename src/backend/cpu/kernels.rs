@@ -2,6 +2,8 @@
 
 use rayon::prelude::*;
 
+use super::math::{with_simd, NormalizeRow, SumOfSquares};
+
 /// Rows per rayon task, so tiny rows do not drown in scheduling.
 const MIN_ROWS_PER_TASK: usize = 8;
 
@@ -58,12 +60,12 @@ pub fn layer_norm(
                 }
                 None => row.copy_from_slice(x),
             }
-            let mean = row.iter().sum::<f32>() / cols as f32;
-            let variance = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / cols as f32;
-            let inverse = 1.0 / (variance + eps).sqrt();
-            for ((v, g), b) in row.iter_mut().zip(gamma).zip(beta) {
-                *v = (*v - mean) * inverse * g + b;
-            }
+            with_simd(NormalizeRow {
+                row,
+                gamma,
+                beta,
+                eps,
+            });
         });
 }
 
@@ -94,7 +96,7 @@ pub fn l2_normalize(x: &mut [f32], cols: usize) {
     x.par_chunks_mut(cols)
         .with_min_len(MIN_ROWS_PER_TASK)
         .for_each(|row| {
-            let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
+            let norm = with_simd(SumOfSquares(row)).sqrt().max(1e-12);
             let inverse = 1.0 / norm;
             row.iter_mut().for_each(|v| *v *= inverse);
         });

@@ -160,9 +160,7 @@ impl CpuBackend {
                 let (input, weight, out) = (input.as_f32(), weight.as_f32(), out.as_f32_mut());
                 let mut run =
                     || gemm::gemm_bias(input, weight, bias, out, (m, n, k), activation, threads);
-                if m < gemm::PARALLEL_MIN_ROWS
-                    || m.saturating_mul(n).saturating_mul(k) < gemm::PARALLEL_MIN_MACS
-                {
+                if m.saturating_mul(n).saturating_mul(k) < gemm::PARALLEL_MIN_MACS {
                     run() // one thread: handing it to the pool would cost more than the product
                 } else {
                     self.pool.install(run)
@@ -172,7 +170,8 @@ impl CpuBackend {
                 let x = &mut x.as_f32_mut()[..len];
                 self.pool.install(|| {
                     use rayon::prelude::*;
-                    x.par_chunks_mut(4096).for_each(math::gelu_in_place)
+                    x.par_chunks_mut(4096)
+                        .for_each(|chunk| math::with_simd(|| math::gelu_in_place(chunk)))
                 });
             }
             Kernel::Add { x, y, len } => {
