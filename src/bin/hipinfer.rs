@@ -192,26 +192,31 @@ fn embed(args: EmbedArgs) -> Result<(), Failure> {
     })
 }
 
-/// `batch` inputs of exactly `seq` tokens: [CLS], ids cycling through the vocabulary, [SEP].
-fn synthetic_batch(batch: usize, seq: usize, vocab: usize) -> Vec<Encoding> {
-    let (cls, sep) = (101u32, 102u32);
-    (0..batch)
+/// `batch` inputs of exactly `seq` tokens: the tokenizer's own [CLS] and [SEP] around ids cycling
+/// through the vocabulary (past its first 1000 entries, the special and unused ones, when it has
+/// more than 2000).
+fn synthetic_batch(model: &Model, batch: usize, seq: usize) -> Result<Vec<Encoding>, Failure> {
+    let frame = model.tokenize(&[""])?.remove(0).ids;
+    let (cls, sep) = match frame.as_slice() {
+        [cls, sep] => (*cls, *sep),
+        _ => return Err("the tokenizer does not frame an empty text as [CLS] [SEP]".into()),
+    };
+    let vocab = model.config().bert.vocab_size;
+    let first = if vocab > 2000 { 1000 } else { 0 };
+    Ok((0..batch)
         .map(|b| {
             let mut ids = Vec::with_capacity(seq);
             ids.push(cls);
             ids.extend(
-                (1..seq.saturating_sub(1))
-                    .map(|t| (1000 + (b * 7919 + t * 104_729) % (vocab - 1000)) as u32),
+                (1..seq - 1).map(|t| (first + (b * 7919 + t * 104_729) % (vocab - first)) as u32),
             );
-            if seq > 1 {
-                ids.push(sep);
-            }
+            ids.push(sep);
             Encoding {
                 type_ids: vec![0; ids.len()],
                 ids,
             }
         })
-        .collect()
+        .collect())
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -235,11 +240,7 @@ fn bench(args: BenchArgs) -> Result<(), Failure> {
             )
             .into());
         }
-        let batch = synthetic_batch(
-            args.batch,
-            args.seq,
-            embedder.model().config().bert.vocab_size,
-        );
+        let batch = synthetic_batch(embedder.model(), args.batch, args.seq)?;
         for _ in 0..2 {
             embedder.embed(&batch, true)?; // warm-up: caches, allocator, thread pool
         }

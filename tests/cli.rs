@@ -1,0 +1,167 @@
+//! The `hipinfer` command end to end, on the tiny synthetic model (no download needed).
+
+mod support;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use support::tiny_model;
+
+fn hipinfer() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_hipinfer"));
+    command
+        .env_remove("HIPINFER_MODEL")
+        .env_remove("HIPINFER_BACKEND");
+    command
+}
+
+#[test]
+fn embed_prints_one_json_object() {
+    let dir = tiny_model::write("cli-embed");
+    let output = hipinfer()
+        .args(["embed", "--backend", "cpu", "--threads", "1", "--model"])
+        .arg(&dir)
+        .args(["hello world!", "rust is fast"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(json["backend"], "cpu");
+    assert_eq!(json["dimensions"], tiny_model::HIDDEN);
+    assert_eq!(json["embeddings"].as_array().unwrap().len(), 2);
+    assert_eq!(json["input_ids"][0], serde_json::json!([2, 4, 5, 6, 3]));
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn stdin_takes_one_json_string_per_line() {
+    let dir = tiny_model::write("cli-stdin");
+    let mut child = hipinfer()
+        .args([
+            "embed",
+            "--backend",
+            "cpu",
+            "--no-normalize",
+            "--stdin",
+            "--model",
+        ])
+        .arg(&dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"\"hello\\nworld\"\n\n\"fast\"\n")
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        json["input_ids"],
+        serde_json::json!([[2, 4, 5, 3], [2, 10, 3]])
+    );
+
+    let mut child = hipinfer()
+        .args(["embed", "--stdin", "--model"])
+        .arg(&dir)
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"not json\n")
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("stdin line 1"));
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn errors_are_one_clear_line_and_exit_1() {
+    let output = hipinfer()
+        .args(["embed", "--model", "/nonexistent/model", "hi"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.starts_with("error: model folder /nonexistent/model"),
+        "{stderr}"
+    );
+    let output = hipinfer()
+        .args(["embed", "--backend", "cuda", "hi"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("not one of auto, cpu, hip"));
+}
+
+#[test]
+fn bench_prints_one_json_line() {
+    let dir = tiny_model::write("cli-bench");
+    let output = hipinfer()
+        .args([
+            "bench",
+            "--backend",
+            "cpu",
+            "--batch",
+            "2",
+            "--seq",
+            "6",
+            "--seconds",
+            "0.01",
+            "--model",
+        ])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    for key in [
+        "batch",
+        "seq",
+        "threads",
+        "tokens_per_second",
+        "ms_per_batch_median",
+        "ms_per_batch_p90",
+    ] {
+        assert!(json.get(key).is_some(), "missing {key}");
+    }
+    let output = hipinfer()
+        .args(["bench", "--seq", "99", "--model"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&output.stderr).contains("max_seq_length 12"));
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn info_reports_the_backends() {
+    let output = hipinfer().arg("info").output().unwrap();
+    assert!(output.status.success());
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(json["backends"]["cpu"]["available"], true);
+    assert!(json["backends"]["hip"]["available"].is_boolean());
+}
