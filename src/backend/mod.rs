@@ -5,6 +5,7 @@
 //! [`Resilient`] wraps any of them and sends every call through the retry layer.
 
 mod allocator;
+mod checks;
 mod choice;
 pub mod cpu;
 mod faulty;

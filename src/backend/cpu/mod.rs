@@ -14,6 +14,7 @@ use std::sync::Arc;
 use crate::error::{HipError, Op};
 
 use super::allocator::{CachingAllocator, PooledBlock, RawMemory};
+use super::checks::{copy_fits, words_to_bytes};
 use super::kernel::Kernel;
 use super::traits::{Backend, DeviceInfo, Word};
 
@@ -238,12 +239,6 @@ impl CpuBackend {
     }
 }
 
-fn too_short(op: Op, have: usize, need: usize) -> HipError {
-    HipError::new(1, op).with_detail(format!(
-        "the buffer holds {have} values, the copy needs {need}"
-    ))
-}
-
 impl Backend for CpuBackend {
     type Buffer = CpuBuffer;
     type Error = HipError;
@@ -272,10 +267,7 @@ impl Backend for CpuBackend {
     }
 
     fn allocate(&self, len: usize) -> Result<CpuBuffer, HipError> {
-        let bytes = len.checked_mul(4).ok_or_else(|| {
-            HipError::new(HipError::OUT_OF_MEMORY, Op::Allocate)
-                .with_detail(format!("{len} words overflow"))
-        })?;
+        let bytes = words_to_bytes(len)?;
         let block = self.allocator.allocate(bytes).map_err(|e| {
             if e.op() == Op::Allocate {
                 e.with_bytes(bytes)
@@ -291,18 +283,14 @@ impl Backend for CpuBackend {
     }
 
     fn copy_to_device<T: Word>(&self, src: &[T], dst: &mut CpuBuffer) -> Result<(), HipError> {
-        if src.len() > dst.len {
-            return Err(too_short(Op::CopyHostToDevice, dst.len, src.len()));
-        }
+        copy_fits(Op::CopyHostToDevice, dst.len, src.len())?;
         let words: &[f32] = bytemuck::cast_slice(src);
         dst.as_f32_mut()[..words.len()].copy_from_slice(words);
         Ok(())
     }
 
     fn copy_to_host<T: Word>(&self, src: &CpuBuffer, dst: &mut [T]) -> Result<(), HipError> {
-        if dst.len() > src.len {
-            return Err(too_short(Op::CopyDeviceToHost, src.len, dst.len()));
-        }
+        copy_fits(Op::CopyDeviceToHost, src.len, dst.len())?;
         let words: &mut [f32] = bytemuck::cast_slice_mut(dst);
         words.copy_from_slice(&src.as_f32()[..words.len()]);
         Ok(())
@@ -314,9 +302,7 @@ impl Backend for CpuBackend {
         dst: &mut CpuBuffer,
         len: usize,
     ) -> Result<(), HipError> {
-        if len > src.len || len > dst.len {
-            return Err(too_short(Op::CopyDeviceToDevice, src.len.min(dst.len), len));
-        }
+        copy_fits(Op::CopyDeviceToDevice, src.len.min(dst.len), len)?;
         dst.as_f32_mut()[..len].copy_from_slice(&src.as_f32()[..len]);
         Ok(())
     }

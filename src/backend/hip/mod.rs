@@ -17,6 +17,7 @@ use parking_lot::RwLock;
 use crate::error::{HipError, Op};
 
 use super::allocator::{CachingAllocator, PooledBlock};
+use super::checks::{copy_fits, words_to_bytes};
 use super::kernel::{Activation, Kernel, KernelId};
 use super::traits::{Backend, DeviceInfo, Word};
 
@@ -296,12 +297,6 @@ fn plan(kernel: &Kernel<'_, HipBuffer>) -> Result<Launch, HipError> {
     }
 }
 
-fn too_short(op: Op, have: usize, need: usize) -> HipError {
-    HipError::new(1, op).with_detail(format!(
-        "the buffer holds {have} values, the copy needs {need}"
-    ))
-}
-
 impl Backend for HipBackend {
     type Buffer = HipBuffer;
     type Error = HipError;
@@ -311,10 +306,7 @@ impl Backend for HipBackend {
     }
 
     fn allocate(&self, len: usize) -> Result<HipBuffer, HipError> {
-        let bytes = len.checked_mul(4).ok_or_else(|| {
-            HipError::new(HipError::OUT_OF_MEMORY, Op::Allocate)
-                .with_detail(format!("{len} words overflow"))
-        })?;
+        let bytes = words_to_bytes(len)?;
         let block = self
             .allocator
             .allocate(bytes)
@@ -327,9 +319,7 @@ impl Backend for HipBackend {
     }
 
     fn copy_to_device<T: Word>(&self, src: &[T], dst: &mut HipBuffer) -> Result<(), HipError> {
-        if src.len() > dst.len {
-            return Err(too_short(Op::CopyHostToDevice, dst.len, src.len()));
-        }
+        copy_fits(Op::CopyHostToDevice, dst.len, src.len())?;
         self.with_context(Op::CopyHostToDevice, |context| {
             let bytes = std::mem::size_of_val(src);
             // SAFETY: `dst` holds at least `src.len()` words of device memory (checked above);
@@ -349,9 +339,7 @@ impl Backend for HipBackend {
     }
 
     fn copy_to_host<T: Word>(&self, src: &HipBuffer, dst: &mut [T]) -> Result<(), HipError> {
-        if dst.len() > src.len {
-            return Err(too_short(Op::CopyDeviceToHost, src.len, dst.len()));
-        }
+        copy_fits(Op::CopyDeviceToHost, src.len, dst.len())?;
         self.with_context(Op::CopyDeviceToHost, |context| {
             let bytes = std::mem::size_of_val(dst);
             // SAFETY: `src` holds at least `dst.len()` words (checked above); `dst` is a live,
@@ -377,9 +365,7 @@ impl Backend for HipBackend {
         dst: &mut HipBuffer,
         len: usize,
     ) -> Result<(), HipError> {
-        if len > src.len || len > dst.len {
-            return Err(too_short(Op::CopyDeviceToDevice, src.len.min(dst.len), len));
-        }
+        copy_fits(Op::CopyDeviceToDevice, src.len.min(dst.len), len)?;
         self.with_context(Op::CopyDeviceToDevice, |context| {
             // SAFETY: both buffers hold at least `len` words of device memory (checked above) and
             // stay allocated until the stream runs the copy (buffers are only reused by work
