@@ -3,10 +3,10 @@
 //! padding costs nothing and cannot change a real token's result.
 
 use faer::{MatMut, MatRef};
-use rayon::prelude::*;
 
 use super::gemm::gemm_strided;
 use super::math::{with_simd, SoftmaxRows};
+use super::spread::Spread;
 
 /// Shapes of one attention launch.
 #[derive(Debug, Clone, Copy)]
@@ -19,7 +19,13 @@ pub struct AttentionShape {
 
 /// `out[batch·seq × heads·head_dim]` from `qkv[batch·seq × 3·heads·head_dim]` and
 /// `mask[batch × seq]` (1 real, 0 padding). Rows of padding tokens are written as zeros.
-pub fn attention(qkv: &[f32], mask: &[f32], out: &mut [f32], shape: AttentionShape) {
+pub fn attention(
+    qkv: &[f32],
+    mask: &[f32],
+    out: &mut [f32],
+    shape: AttentionShape,
+    spread: Spread,
+) {
     let AttentionShape {
         batch,
         seq,
@@ -44,21 +50,16 @@ pub fn attention(qkv: &[f32], mask: &[f32], out: &mut [f32], shape: AttentionSha
             return;
         }
         let qkv = &qkv[b * seq * qkv_stride..(b * seq + len) * qkv_stride];
-        let mut head_outputs: Vec<(usize, Vec<f32>)> = (0..heads)
-            .into_par_iter()
-            .with_min_len(if batch >= 2 { heads } else { 1 })
-            .map(|h| (h, head(qkv, mask, len, h, shape, scale)))
-            .collect();
-        head_outputs.sort_unstable_by_key(|(h, _)| *h);
-        for (h, values) in head_outputs {
+        let head_outputs = spread.map(heads, if batch >= 2 { heads } else { 1 }, |h| {
+            head(qkv, mask, len, h, shape, scale)
+        });
+        for (h, values) in head_outputs.into_iter().enumerate() {
             for (i, row) in values.chunks_exact(head_dim).enumerate() {
                 rows[i * hidden + h * head_dim..][..head_dim].copy_from_slice(row);
             }
         }
     };
-    out.par_chunks_mut(seq * hidden)
-        .enumerate()
-        .for_each(|(b, rows)| run_sequence(b, rows));
+    spread.chunks_mut(out, seq * hidden, 1, run_sequence);
 }
 
 /// One head of one sequence of real length `len`: returns `len × head_dim` values.

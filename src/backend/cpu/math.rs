@@ -124,27 +124,6 @@ pub fn sum(xs: &[f32]) -> f32 {
     lanes.iter().sum::<f32>() + tail
 }
 
-/// Σ aᵢ·bᵢ, accumulated in 64 lanes: eight AVX2 registers of independent sums, so the adds'
-/// latency is hidden (a dot product is a chain of adds otherwise).
-#[inline(always)]
-pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    const DOT_LANES: usize = 64;
-    let mut lanes = [0.0f32; DOT_LANES];
-    let (a_chunks, b_chunks) = (a.chunks_exact(DOT_LANES), b.chunks_exact(DOT_LANES));
-    let tail: f32 = a_chunks
-        .remainder()
-        .iter()
-        .zip(b_chunks.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in a_chunks.zip(b_chunks) {
-        for ((lane, x), y) in lanes.iter_mut().zip(x).zip(y) {
-            *lane += x * y;
-        }
-    }
-    sum(&lanes) + tail
-}
-
 /// Σ (x − mean)², accumulated in lanes.
 #[inline(always)]
 pub fn sum_squared_deviation(xs: &[f32], mean: f32) -> f32 {

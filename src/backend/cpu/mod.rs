@@ -5,9 +5,11 @@
 //! so allocation failures, reclaim and reuse behave alike on both.
 
 mod attention;
+mod few_rows;
 mod gemm;
 mod kernels;
 pub mod math;
+mod spread;
 
 use std::sync::Arc;
 
@@ -19,6 +21,11 @@ use super::kernel::Kernel;
 use super::traits::{Backend, DeviceInfo, Word};
 
 pub use attention::AttentionShape;
+pub use spread::Spread;
+
+/// Attention multiply-adds that cost about as much as one value of an element-wise kernel, for
+/// [`Spread::for_values`].
+const ATTENTION_MACS_PER_VALUE: usize = 8;
 
 /// Host memory as the CPU backend's device memory: blocks are zeroed `Vec<f32>`s.
 #[derive(Debug, Default)]
@@ -108,6 +115,14 @@ impl CpuBackend {
         &self.allocator
     }
 
+    /// Runs `job` on the calling thread for launches touching few `values`, else on the pool.
+    fn spread(&self, values: usize, job: impl FnOnce(Spread) + Send) {
+        match Spread::for_values(values) {
+            Spread::Inline => job(Spread::Inline),
+            Spread::Pool => self.pool.install(|| job(Spread::Pool)),
+        }
+    }
+
     fn run(&self, kernel: Kernel<'_, CpuBuffer>) -> Result<(), HipError> {
         let threads = self.threads;
         match kernel {
@@ -143,8 +158,10 @@ impl CpuBackend {
                 let (word, position, token_type) =
                     (word.as_f32(), position.as_f32(), token_type.as_f32());
                 let out = &mut out.as_f32_mut()[..tokens * hidden];
-                self.pool.install(|| {
-                    kernels::embed(ids, types, word, position, token_type, out, seq, hidden)
+                self.spread(tokens * hidden, |spread| {
+                    kernels::embed(
+                        ids, types, word, position, token_type, out, seq, hidden, spread,
+                    )
                 });
             }
             Kernel::Gemm {
@@ -169,15 +186,11 @@ impl CpuBackend {
             }
             Kernel::Gelu { x, len } => {
                 let x = &mut x.as_f32_mut()[..len];
-                self.pool.install(|| {
-                    use rayon::prelude::*;
-                    x.par_chunks_mut(4096)
-                        .for_each(|chunk| math::with_simd(|| math::gelu_in_place(chunk)))
-                });
+                self.spread(len, |spread| kernels::gelu(x, spread));
             }
             Kernel::Add { x, y, len } => {
                 let (x, y) = (&mut x.as_f32_mut()[..len], &y.as_f32()[..len]);
-                self.pool.install(|| kernels::add(x, y));
+                self.spread(len, |spread| kernels::add(x, y, spread));
             }
             Kernel::LayerNorm {
                 input,
@@ -193,8 +206,9 @@ impl CpuBackend {
                 let residual = residual.map(|r| &r.as_f32()[..size]);
                 let (input, gamma, beta) = (&input.as_f32()[..size], gamma.as_f32(), beta.as_f32());
                 let out = &mut out.as_f32_mut()[..size];
-                self.pool
-                    .install(|| kernels::layer_norm(input, residual, gamma, beta, out, cols, eps));
+                self.spread(size, |spread| {
+                    kernels::layer_norm(input, residual, gamma, beta, out, cols, eps, spread)
+                });
             }
             Kernel::Attention {
                 qkv,
@@ -212,8 +226,11 @@ impl CpuBackend {
                     head_dim,
                 };
                 let (qkv, mask, out) = (qkv.as_f32(), mask.as_f32(), out.as_f32_mut());
-                self.pool
-                    .install(|| attention::attention(qkv, mask, out, shape));
+                // Work ~ batch · heads · seq² · head_dim multiply-adds, twice.
+                let work = batch * heads * seq * seq * head_dim / ATTENTION_MACS_PER_VALUE;
+                self.spread(work, |spread| {
+                    attention::attention(qkv, mask, out, shape, spread)
+                });
             }
             Kernel::MeanPool {
                 input,
@@ -225,13 +242,14 @@ impl CpuBackend {
             } => {
                 let (input, mask) = (input.as_f32(), mask.as_f32());
                 let out = &mut out.as_f32_mut()[..batch * hidden];
-                self.pool
-                    .install(|| kernels::mean_pool(input, mask, out, seq, hidden));
+                self.spread(batch * seq * hidden, |spread| {
+                    kernels::mean_pool(input, mask, out, seq, hidden, spread)
+                });
             }
             Kernel::L2Normalize { x, rows, cols } => {
                 let x = &mut x.as_f32_mut()[..rows * cols];
                 if cols > 0 {
-                    self.pool.install(|| kernels::l2_normalize(x, cols));
+                    self.spread(rows * cols, |spread| kernels::l2_normalize(x, cols, spread));
                 }
             }
         }
