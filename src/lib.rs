@@ -3,15 +3,18 @@
 //!
 //! Layers (see `README.md`): [`error`] classifies HIP status codes into recovery classes;
 //! [`retry`] retries device operations by class with backoff, a circuit breaker, a retry budget
-//! and Prometheus metrics.
+//! and Prometheus metrics; [`backend`] runs kernels (CPU, HIP, fault injection); [`model`] is the
+//! BERT encoder as backend ops; [`engine`] batches requests into steps and replays failed ones.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_debug_implementations)]
 
 pub mod backend;
+pub mod engine;
 pub mod error;
 pub mod model;
 pub mod retry;
 
+pub use engine::{EmbedRequest, EmbedResponse, EngineConfig, EngineError, InferenceEngine};
 pub use error::{ConfigError, HipError, Op, Recovery};
 pub use retry::{retry_operation, retry_operation_async, RetryConfig, RetryPolicy, RetryState};

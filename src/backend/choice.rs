@@ -11,7 +11,8 @@ use super::cpu::CpuBackend;
 use super::traits::DeviceInfo;
 
 /// Which backend to run on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum BackendChoice {
     #[default]
     Auto,

@@ -6,7 +6,9 @@
 //! - **sticky**: once an injected fault is Reset-class (700, 702, 710, …), every later call returns
 //!   that code until [`Backend::reset`] — a poisoned context, as on a real GPU;
 //! - **abort**: the process calls `abort()`, as ROCm ≤ 6 does on a GPU memory fault (for the
-//!   worker-isolation tests).
+//!   worker-isolation tests);
+//! - **poison**: every embedding launch whose input holds a given token id fails with a code —
+//!   a fault that always hits one request, for the poison-isolation tests.
 //!
 //! A failed call does nothing (no kernel runs, no byte is copied), and every error returned is
 //! counted by operation and code, so tests can compare the retry metrics with it exactly.
@@ -94,6 +96,7 @@ struct Injector {
     sticky: Option<i32>,
     returned: HashMap<(Op, i32), u64>,
     injected: HashMap<i32, u64>,
+    poison: Option<(u32, i32)>,
 }
 
 /// A backend that injects faults into `B`.
@@ -117,6 +120,7 @@ impl<B: Backend<Error = HipError>> FaultyBackend<B> {
                 sticky: None,
                 returned: HashMap::new(),
                 injected: HashMap::new(),
+                poison: None,
             }),
             reclaims: AtomicU64::new(0),
             resets: AtomicU64::new(0),
@@ -130,6 +134,33 @@ impl<B: Backend<Error = HipError>> FaultyBackend<B> {
 
     pub fn inner(&self) -> &B {
         &self.inner
+    }
+
+    /// From now on, every embedding launch whose token ids hold `token` fails with `code`
+    /// (sticky like any Reset-class fault): one input that deterministically breaks its steps.
+    pub fn poison_token(&self, token: u32, code: i32) {
+        self.injector.lock().poison = Some((token, code));
+    }
+
+    /// Whether this launch embeds the poisoned token (read back from the device buffer).
+    fn hits_poison(&self, kernel: &Kernel<'_, B::Buffer>) -> Option<i32> {
+        let (token, code) = self.injector.lock().poison?;
+        let Kernel::Embed { ids, tokens, .. } = kernel else {
+            return None;
+        };
+        let mut host = vec![0u32; *tokens];
+        self.inner.copy_to_host(ids, &mut host).ok()?;
+        host.contains(&token).then_some(code)
+    }
+
+    /// Records and returns an injected `code` for `op` (sticky when Reset-class).
+    fn inject(&self, injector: &mut Injector, op: Op, code: i32) -> HipError {
+        let error = HipError::new(code, op).with_detail("injected by FaultyBackend");
+        if error.recovery() == Recovery::Reset {
+            injector.sticky = Some(code);
+        }
+        *injector.returned.entry((op, code)).or_default() += 1;
+        error
     }
 
     /// The next `times` calls of `op` fail with `code` (before any rate rule is drawn).
@@ -210,12 +241,7 @@ impl<B: Backend<Error = HipError>> FaultyBackend<B> {
             }
         };
         let Some(code) = code else { return Ok(()) };
-        let error = HipError::new(code, op).with_detail("injected by FaultyBackend");
-        if error.recovery() == Recovery::Reset {
-            injector.sticky = Some(code);
-        }
-        *injector.returned.entry((op, code)).or_default() += 1;
-        Err(error)
+        Err(self.inject(&mut injector, op, code))
     }
 }
 
@@ -257,8 +283,15 @@ impl<B: Backend<Error = HipError>> Backend for FaultyBackend<B> {
     }
 
     fn launch(&self, kernel: Kernel<'_, B::Buffer>) -> Result<(), HipError> {
-        self.check(Op::Launch)
-            .map_err(|e| e.with_kernel(kernel.id().symbol()))?;
+        let symbol = kernel.id().symbol();
+        self.check(Op::Launch).map_err(|e| e.with_kernel(symbol))?;
+        if let Some(code) = self.hits_poison(&kernel) {
+            let mut injector = self.injector.lock();
+            *injector.injected.entry(code).or_default() += 1;
+            return Err(self
+                .inject(&mut injector, Op::Launch, code)
+                .with_kernel(symbol));
+        }
         self.inner.launch(kernel)
     }
 

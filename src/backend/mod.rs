@@ -22,5 +22,5 @@ pub use faulty::{FaultAction, FaultPlan, FaultRule, FaultyBackend};
 #[cfg(feature = "hip")]
 pub use hip::{HipBackend, HipBuffer};
 pub use kernel::{Activation, Kernel, KernelId};
-pub use resilient::Resilient;
+pub use resilient::{RecoveredCall, Resilient};
 pub use traits::{Backend, DeviceInfo, Word};

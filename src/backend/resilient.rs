@@ -8,11 +8,21 @@
 
 use std::sync::Arc;
 
+use parking_lot::Mutex;
+
 use crate::error::{HipError, Op};
-use crate::retry::{RetryCall, RetryError, RetryPolicy, RetryState};
+use crate::retry::{RetryCall, RetryError, RetryHistory, RetryPolicy, RetryState};
 
 use super::kernel::Kernel;
 use super::traits::{Backend, DeviceInfo, Word};
+
+/// A device call that succeeded only after retries, with its failed attempts: what the engine
+/// reports in each request's retry history.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecoveredCall {
+    pub op: Op,
+    pub history: RetryHistory,
+}
 
 /// A backend whose every device call is retried by class.
 #[derive(Debug)]
@@ -20,6 +30,7 @@ pub struct Resilient<B> {
     inner: B,
     policy: Arc<RetryPolicy>,
     state: RetryState,
+    recovered: Mutex<Vec<RecoveredCall>>,
 }
 
 impl<B: Backend<Error = HipError>> Resilient<B> {
@@ -28,7 +39,14 @@ impl<B: Backend<Error = HipError>> Resilient<B> {
             inner,
             policy,
             state,
+            recovered: Mutex::new(Vec::new()),
         }
+    }
+
+    /// The calls that succeeded after retries since the last call of this method (the engine
+    /// takes them after each step; a failed call's attempts are in its error instead).
+    pub fn take_recovered(&self) -> Vec<RecoveredCall> {
+        std::mem::take(&mut *self.recovered.lock())
     }
 
     pub fn inner(&self) -> &B {
@@ -52,10 +70,16 @@ impl<B: Backend<Error = HipError>> Resilient<B> {
         let mut reclaim = || {
             inner.reclaim();
         };
-        RetryCall::new(op, &self.policy, &self.state)
+        let done = RetryCall::new(op, &self.policy, &self.state)
             .reclaim_with(&mut reclaim)
-            .run(|_| f())
-            .map(|done| done.value)
+            .run(|_| f())?;
+        if !done.history.is_empty() {
+            self.recovered.lock().push(RecoveredCall {
+                op,
+                history: done.history,
+            });
+        }
+        Ok(done.value)
     }
 }
 

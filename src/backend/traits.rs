@@ -78,3 +78,59 @@ pub trait Backend: Send + Sync {
     /// Frees cached device memory; returns the bytes freed.
     fn reclaim(&self) -> u64;
 }
+
+/// A shared backend is a backend: a test or an operator keeps one handle (to read a
+/// `FaultyBackend`'s counters, say) while the engine uses another.
+impl<B: Backend> Backend for std::sync::Arc<B> {
+    type Buffer = B::Buffer;
+    type Error = B::Error;
+
+    fn info(&self) -> DeviceInfo {
+        (**self).info()
+    }
+
+    fn allocate(&self, len: usize) -> Result<Self::Buffer, Self::Error> {
+        (**self).allocate(len)
+    }
+
+    fn len(&self, buffer: &Self::Buffer) -> usize {
+        (**self).len(buffer)
+    }
+
+    fn copy_to_device<T: Word>(
+        &self,
+        src: &[T],
+        dst: &mut Self::Buffer,
+    ) -> Result<(), Self::Error> {
+        (**self).copy_to_device(src, dst)
+    }
+
+    fn copy_to_host<T: Word>(&self, src: &Self::Buffer, dst: &mut [T]) -> Result<(), Self::Error> {
+        (**self).copy_to_host(src, dst)
+    }
+
+    fn copy_on_device(
+        &self,
+        src: &Self::Buffer,
+        dst: &mut Self::Buffer,
+        len: usize,
+    ) -> Result<(), Self::Error> {
+        (**self).copy_on_device(src, dst, len)
+    }
+
+    fn launch(&self, kernel: Kernel<'_, Self::Buffer>) -> Result<(), Self::Error> {
+        (**self).launch(kernel)
+    }
+
+    fn synchronize(&self) -> Result<(), Self::Error> {
+        (**self).synchronize()
+    }
+
+    fn reset(&self) -> Result<(), Self::Error> {
+        (**self).reset()
+    }
+
+    fn reclaim(&self) -> u64 {
+        (**self).reclaim()
+    }
+}

@@ -67,3 +67,23 @@ impl fmt::Display for Op {
         f.write_str(self.as_str())
     }
 }
+
+/// In configuration files an operation is its name (`"allocate"`).
+impl serde::Serialize for Op {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Op {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Op, D::Error> {
+        let name = String::deserialize(d)?;
+        Op::from_name(&name).ok_or_else(|| {
+            let names: Vec<&str> = Op::ALL.iter().map(|op| op.as_str()).collect();
+            serde::de::Error::custom(format!(
+                "unknown operation {name:?} (one of {})",
+                names.join(", ")
+            ))
+        })
+    }
+}

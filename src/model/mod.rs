@@ -20,6 +20,10 @@ use crate::backend::Backend;
 pub use bert::{forward, DeviceWeights};
 pub use config::{BertConfig, ModelConfig};
 pub use error::ModelError;
+
+/// L2-normalises an embedding on the host with the CPU kernel's arithmetic (the engine runs
+/// steps unnormalised and normalises the inputs that asked for it).
+pub use crate::backend::cpu::math::l2_normalize as normalize;
 pub use tokenizer::{Encoding, TextTokenizer};
 pub use weights::WeightFile;
 

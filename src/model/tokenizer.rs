@@ -55,6 +55,15 @@ impl TextTokenizer {
 
     /// Tokenizes `text` with the special tokens (`[CLS] … [SEP]`), truncated to `max_length`.
     pub fn encode(&self, index: usize, text: &str) -> Result<Encoding, ModelError> {
+        self.encode_noting_truncation(index, text).map(|(e, _)| e)
+    }
+
+    /// [`TextTokenizer::encode`], also saying whether the text was cut at `max_length`.
+    pub fn encode_noting_truncation(
+        &self,
+        index: usize,
+        text: &str,
+    ) -> Result<(Encoding, bool), ModelError> {
         let encoding = self
             .inner
             .encode(text, true)
@@ -62,10 +71,14 @@ impl TextTokenizer {
                 index,
                 message: format!("could not tokenize: {e}"),
             })?;
-        Ok(Encoding {
-            ids: encoding.get_ids().to_vec(),
-            type_ids: encoding.get_type_ids().to_vec(),
-        })
+        let truncated = !encoding.get_overflowing().is_empty();
+        Ok((
+            Encoding {
+                ids: encoding.get_ids().to_vec(),
+                type_ids: encoding.get_type_ids().to_vec(),
+            },
+            truncated,
+        ))
     }
 
     pub fn path(&self) -> &Path {

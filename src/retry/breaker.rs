@@ -21,8 +21,9 @@ use super::clock::Clock;
 use super::events::Events;
 
 /// A breaker's state. The discriminant is the value of `hipinfer_circuit_breaker_state`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum BreakerState {
+    #[default]
     Closed = 0,
     HalfOpen = 1,
     Open = 2,
@@ -48,21 +49,25 @@ impl BreakerState {
 
 /// Trips on a failure ratio: at least `min_calls` calls in a window of `window`, of which at least
 /// `ratio` failed. Windows are tumbling and are rolled over when a failure is recorded.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct FailureRatio {
     pub ratio: f64,
     pub min_calls: u64,
+    #[serde(with = "super::duration_text::serde_duration")]
     pub window: Duration,
 }
 
 /// Circuit breaker settings.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct BreakerConfig {
     /// Consecutive device failures that open the breaker (default 5).
     pub failure_threshold: u32,
     /// Also open on a failure ratio (default off).
     pub failure_ratio: Option<FailureRatio>,
     /// How long it stays open before admitting probes (default 5 s).
+    #[serde(with = "super::duration_text::serde_duration")]
     pub cooldown: Duration,
     /// Probe calls admitted when half-open; all must succeed to close (default 1).
     pub half_open_probes: u32,

@@ -25,13 +25,15 @@ use crate::error::ConfigError;
 use super::clock::Clock;
 
 /// Retry budget settings.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct BudgetConfig {
     /// Retries allowed per call made (default 0.2).
     pub ratio: f64,
     /// Retries always allowed per second, whatever the traffic (default 10).
     pub min_per_second: u32,
     /// How long a deposit counts (default 10 s).
+    #[serde(with = "super::duration_text::serde_duration")]
     pub ttl: Duration,
 }
 

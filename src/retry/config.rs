@@ -3,12 +3,16 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 use crate::error::{ConfigError, Op};
 
-use super::duration_text::parse_duration;
+use super::duration_text::{parse_duration, serde_duration};
 
-/// How the delay grows from one retry to the next.
-#[derive(Debug, Clone, PartialEq)]
+/// How the delay grows from one retry to the next. In configuration files: `"none"`, `"fixed"`,
+/// `"exponential"` or `{"schedule": ["10s", "30s", "90s"]}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Backoff {
     /// Retry at once.
     None,
@@ -17,12 +21,13 @@ pub enum Backoff {
     /// `initial_delay × backoff_multiplier^(retry − 1)`, capped at `max_delay`.
     Exponential,
     /// An explicit list (e.g. 10 s, 30 s, 90 s); retries past its end reuse the last entry.
-    Schedule(Vec<Duration>),
+    Schedule(#[serde(with = "serde_duration::list")] Vec<Duration>),
 }
 
 /// How the computed delay is randomised, so that many callers do not retry in lockstep.
 /// Every kind stays within `[0, max_delay]`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Jitter {
     /// The delay as computed.
     None,
@@ -61,18 +66,27 @@ impl Jitter {
 /// | `jitter` | full |
 /// | `deadline` | none (a total time for all attempts) |
 /// | `poll_interval` / `max_polls` | 1 ms / 1000 (for "not ready" answers) |
-#[derive(Debug, Clone, PartialEq)]
+///
+/// In configuration files (serde) durations are text (`"10ms"`), and every field may be left
+/// out for its default.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct RetryConfig {
     pub max_retries: u32,
+    #[serde(with = "serde_duration")]
     pub initial_delay: Duration,
     pub backoff_multiplier: f64,
+    #[serde(with = "serde_duration")]
     pub max_delay: Duration,
     pub backoff: Backoff,
     pub jitter: Jitter,
+    #[serde(with = "serde_duration::option")]
     pub deadline: Option<Duration>,
+    #[serde(with = "serde_duration")]
     pub poll_interval: Duration,
     pub max_polls: u32,
     /// Per-operation replacements of the whole configuration (e.g. more patience for allocate).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub overrides: BTreeMap<Op, RetryConfig>,
 }
 

@@ -27,7 +27,7 @@ pub use breaker::{
 pub use budget::{BudgetConfig, RetryBudget};
 pub use clock::{Clock, FakeClock, SystemClock};
 pub use config::{Backoff, Jitter, RetryConfig};
-pub use duration_text::parse_duration;
+pub use duration_text::{format_duration, parse_duration, serde_duration};
 pub use events::{EventRecord, Events, JsonlSink};
 pub use metrics::RetryMetrics;
 pub use operation::{retry_operation, retry_operation_async, ReclaimHook, RetryCall};

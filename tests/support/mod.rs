@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod backends;
+pub mod gate;
 pub mod tiny_model;
 
 use std::sync::Arc;

@@ -1,6 +1,6 @@
 //! The CPU backend's element-wise, normalisation and pooling kernels (rows spread by [`Spread`]).
 
-use super::math::{with_simd, GeluSlice, NormalizeRow, SumOfSquares};
+use super::math::{self, with_simd, GeluSlice, NormalizeRow};
 use super::spread::Spread;
 
 /// Rows per rayon task, so tiny rows do not drown in scheduling.
@@ -102,11 +102,7 @@ pub fn mean_pool(
 
 /// Divides each row by its L2 norm, clamped below at 1e-12 (as `torch.nn.functional.normalize`).
 pub fn l2_normalize(x: &mut [f32], cols: usize, spread: Spread) {
-    spread.chunks_mut(x, cols, MIN_ROWS_PER_TASK, |_, row| {
-        let norm = with_simd(SumOfSquares(row)).sqrt().max(1e-12);
-        let inverse = 1.0 / norm;
-        row.iter_mut().for_each(|v| *v *= inverse);
-    });
+    spread.chunks_mut(x, cols, MIN_ROWS_PER_TASK, |_, row| math::l2_normalize(row));
 }
 
 /// Values per task of the element-wise kernels.

@@ -106,6 +106,13 @@ impl pulp::WithSimd for SumOfSquares<'_> {
     }
 }
 
+/// Divides `row` by its L2 norm, clamped below at 1e-12 (as `torch.nn.functional.normalize`).
+pub fn l2_normalize(row: &mut [f32]) {
+    let norm = with_simd(SumOfSquares(row)).sqrt().max(1e-12);
+    let inverse = 1.0 / norm;
+    row.iter_mut().for_each(|v| *v *= inverse);
+}
+
 /// Lanes of the split accumulators below: wide enough for AVX-512, and a loop over fixed-size
 /// chunks vectorises where a single running sum (a serial dependency) cannot.
 const LANES: usize = 16;

@@ -1,0 +1,454 @@
+//! `EngineConfig`: everything an [`super::InferenceEngine`] is built from — the model folder, the
+//! backend, the retry policy (`retry: RetryConfig`, inside, as the design says), the circuit
+//! breaker and retry budget, batching limits, step replay and the request deadline.
+//!
+//! Three ways to make one, all validated the same way (an invalid value is a [`ConfigError`]
+//! naming the field): the builder ([`EngineConfig::builder`]), serde (a JSON file with
+//! [`EngineConfig::from_json_file`]; every field may be left out), and the environment
+//! ([`EngineConfig::from_env`], `HIPINFER_*`).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use prometheus::Registry;
+use serde::{Deserialize, Serialize};
+
+use crate::backend::BackendChoice;
+use crate::error::ConfigError;
+use crate::model::DEFAULT_MODEL_DIR;
+use crate::retry::{parse_duration, serde_duration, BreakerConfig, BudgetConfig, RetryConfig};
+
+/// How requests are grouped into steps (one padded batch through the model), as TEI does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BatchingConfig {
+    /// A step's padded tokens (sequences × longest sequence) stay at or under this (16384).
+    pub max_batch_tokens: usize,
+    /// At most this many sequences per step (`None`: only the token limit applies).
+    pub max_batch_requests: Option<usize>,
+    /// Requests in flight at once; one more is refused with `Overloaded` at once (512).
+    pub max_concurrent_requests: usize,
+    /// Tokens per input, special tokens included (`None`: the model's `max_seq_length`).
+    pub max_input_length: Option<usize>,
+    /// Inputs per request (32, as TEI's `max_client_batch_size`).
+    pub max_client_batch_size: usize,
+}
+
+impl Default for BatchingConfig {
+    fn default() -> Self {
+        BatchingConfig {
+            max_batch_tokens: 16384,
+            max_batch_requests: None,
+            max_concurrent_requests: 512,
+            max_input_length: None,
+            max_client_batch_size: 32,
+        }
+    }
+}
+
+/// Request-level retry: how a failed step is replayed from its host-side inputs after a backend
+/// reset.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StepReplayConfig {
+    /// Replays of one input before it fails (8). With faults injected at the rates of
+    /// `hipinfer chaos`, a step fails about one time in four; eight replays make a lost input
+    /// a one-in-a-million event.
+    pub max_replays: u32,
+    /// The wait before the first replay (1 ms), doubling up to `max_delay` (100 ms).
+    #[serde(with = "serde_duration")]
+    pub initial_delay: Duration,
+    #[serde(with = "serde_duration")]
+    pub max_delay: Duration,
+    /// Tries at bringing the device back (reset + weight upload) after a failed step before the
+    /// engine reports itself unhealthy (32). The upload is ~80 device calls, each of which can
+    /// fail too; the delays between tries follow the replay backoff.
+    pub max_recovery_attempts: u32,
+}
+
+impl Default for StepReplayConfig {
+    fn default() -> Self {
+        StepReplayConfig {
+            max_replays: 8,
+            initial_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(100),
+            max_recovery_attempts: 32,
+        }
+    }
+}
+
+impl StepReplayConfig {
+    /// The wait before replay number `replay` (1-based).
+    pub fn delay(&self, replay: u32) -> Duration {
+        let factor = 2u32.saturating_pow(replay.saturating_sub(1).min(30));
+        self.initial_delay
+            .saturating_mul(factor)
+            .min(self.max_delay)
+    }
+}
+
+/// Everything an engine is built from. See the module documentation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EngineConfig {
+    /// The Hugging Face model folder (`models/all-MiniLM-L6-v2`).
+    pub model: PathBuf,
+    /// `auto` (HIP if a device answers, else CPU), `cpu` or `hip`.
+    pub backend: BackendChoice,
+    /// The GPU to use.
+    pub device: i32,
+    /// CPU backend threads (`None`: one per core).
+    pub threads: Option<usize>,
+    /// Per-operation retries of device calls.
+    pub retry: RetryConfig,
+    pub breaker: BreakerConfig,
+    pub budget: BudgetConfig,
+    pub batching: BatchingConfig,
+    pub step_replay: StepReplayConfig,
+    /// A request not answered within this long fails with `DeadlineExceeded` (`None`: no limit).
+    #[serde(with = "serde_duration::option")]
+    pub request_deadline: Option<Duration>,
+    /// Seeds the retry jitter, for reproducible delays (`None`: from the OS).
+    pub seed: Option<u64>,
+    /// Where the engine registers its metrics (`None`: a registry of its own, see
+    /// `InferenceEngine::registry`). Not part of files.
+    #[serde(skip)]
+    pub registry: Option<Registry>,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            model: PathBuf::from(DEFAULT_MODEL_DIR),
+            backend: BackendChoice::Auto,
+            device: 0,
+            threads: None,
+            retry: RetryConfig::default(),
+            breaker: BreakerConfig::default(),
+            budget: BudgetConfig::default(),
+            batching: BatchingConfig::default(),
+            step_replay: StepReplayConfig::default(),
+            request_deadline: None,
+            seed: None,
+            registry: None,
+        }
+    }
+}
+
+impl PartialEq for EngineConfig {
+    /// Equal settings (the registry is not compared).
+    fn eq(&self, b: &Self) -> bool {
+        let a = self;
+        a.model == b.model
+            && a.backend == b.backend
+            && a.device == b.device
+            && a.threads == b.threads
+            && a.retry == b.retry
+            && a.breaker == b.breaker
+            && a.budget == b.budget
+            && a.batching == b.batching
+            && a.step_replay == b.step_replay
+            && a.request_deadline == b.request_deadline
+            && a.seed == b.seed
+    }
+}
+
+impl EngineConfig {
+    /// A builder over the defaults.
+    pub fn builder() -> EngineConfigBuilder {
+        EngineConfigBuilder {
+            config: EngineConfig::default(),
+        }
+    }
+
+    /// Checks every value; the error names the first bad field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let positive = |field: &str, value: usize| {
+            if value == 0 {
+                Err(ConfigError::new(field, "must be at least 1"))
+            } else {
+                Ok(())
+            }
+        };
+        if self.model.as_os_str().is_empty() {
+            return Err(ConfigError::new("model", "no model folder given"));
+        }
+        if let Some(threads) = self.threads {
+            positive("threads", threads)?;
+        }
+        let b = &self.batching;
+        positive("batching.max_batch_tokens", b.max_batch_tokens)?;
+        positive(
+            "batching.max_concurrent_requests",
+            b.max_concurrent_requests,
+        )?;
+        positive("batching.max_client_batch_size", b.max_client_batch_size)?;
+        if let Some(n) = b.max_batch_requests {
+            positive("batching.max_batch_requests", n)?;
+        }
+        if let Some(n) = b.max_input_length {
+            if n < 2 {
+                return Err(ConfigError::new(
+                    "batching.max_input_length",
+                    "must leave room for [CLS] and [SEP] (at least 2)",
+                ));
+            }
+            if n > b.max_batch_tokens {
+                return Err(ConfigError::new(
+                    "batching.max_batch_tokens",
+                    format!(
+                        "{} is less than max_input_length {n}: a long input could never run",
+                        b.max_batch_tokens
+                    ),
+                ));
+            }
+        }
+        let r = &self.step_replay;
+        if r.max_recovery_attempts == 0 {
+            return Err(ConfigError::new(
+                "step_replay.max_recovery_attempts",
+                "must be at least 1",
+            ));
+        }
+        if r.max_delay < r.initial_delay {
+            return Err(ConfigError::new(
+                "step_replay.max_delay",
+                format!(
+                    "{:?} is shorter than initial_delay {:?}",
+                    r.max_delay, r.initial_delay
+                ),
+            ));
+        }
+        if self.request_deadline == Some(Duration::ZERO) {
+            return Err(ConfigError::new(
+                "request_deadline",
+                "a zero deadline fails every request",
+            ));
+        }
+        self.retry.validate()?;
+        self.breaker.validate()?;
+        self.budget.validate()?;
+        Ok(())
+    }
+
+    /// Reads a JSON file (every field optional; unknown fields are errors) and validates it.
+    pub fn from_json_file(path: impl AsRef<Path>) -> Result<EngineConfig, ConfigError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::new(path.display().to_string(), format!("cannot be read: {e}"))
+        })?;
+        Self::from_json(&text).map_err(|e| ConfigError {
+            field: format!("{}: {}", path.display(), e.field),
+            message: e.message,
+        })
+    }
+
+    /// Parses JSON text and validates it.
+    pub fn from_json(text: &str) -> Result<EngineConfig, ConfigError> {
+        let config: EngineConfig = serde_json::from_str(text).map_err(|e| {
+            ConfigError::new(
+                format!("line {} column {}", e.line(), e.column()),
+                e.to_string(),
+            )
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The defaults overridden by `HIPINFER_*` environment variables; see
+    /// [`EngineConfig::from_lookup`].
+    pub fn from_env() -> Result<EngineConfig, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// The defaults overridden by the variables `lookup` finds (empty values are ignored):
+    ///
+    /// `HIPINFER_MODEL`, `HIPINFER_BACKEND`, `HIPINFER_DEVICE`, `HIPINFER_THREADS`,
+    /// `HIPINFER_MAX_BATCH_TOKENS`, `HIPINFER_MAX_BATCH_REQUESTS`,
+    /// `HIPINFER_MAX_CONCURRENT_REQUESTS`, `HIPINFER_MAX_INPUT_LENGTH`,
+    /// `HIPINFER_MAX_CLIENT_BATCH_SIZE`, `HIPINFER_REQUEST_DEADLINE`,
+    /// `HIPINFER_STEP_MAX_REPLAYS`, `HIPINFER_STEP_REPLAY_INITIAL_DELAY`,
+    /// `HIPINFER_STEP_REPLAY_MAX_DELAY`, `HIPINFER_BREAKER_FAILURE_THRESHOLD`,
+    /// `HIPINFER_BREAKER_COOLDOWN`, `HIPINFER_BREAKER_HALF_OPEN_PROBES`, `HIPINFER_BUDGET_RATIO`,
+    /// `HIPINFER_BUDGET_MIN_PER_SECOND`, `HIPINFER_BUDGET_TTL`, `HIPINFER_SEED`, and every
+    /// `HIPINFER_RETRY_*` of [`RetryConfig::from_lookup`]. The error names the variable.
+    pub fn from_lookup(
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<EngineConfig, ConfigError> {
+        let get = |name: &str| {
+            lookup(name)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+                .map(|v| (name.to_string(), v))
+        };
+        fn number<T: std::str::FromStr>((name, v): (String, String)) -> Result<T, ConfigError> {
+            v.parse()
+                .map_err(|_| ConfigError::new(name, format!("{v:?} is not a valid number")))
+        }
+        fn duration((name, v): (String, String)) -> Result<Duration, ConfigError> {
+            parse_duration(&v).ok_or_else(|| {
+                ConfigError::new(
+                    name,
+                    format!("{v:?} is not a duration (250us, 10ms, 1.5s, 2m)"),
+                )
+            })
+        }
+        let mut c = EngineConfig {
+            retry: RetryConfig::from_lookup(&lookup)?,
+            ..EngineConfig::default()
+        };
+        if let Some((_, v)) = get("HIPINFER_MODEL") {
+            c.model = PathBuf::from(v);
+        }
+        if let Some((name, v)) = get("HIPINFER_BACKEND") {
+            c.backend = v
+                .parse()
+                .map_err(|e: ConfigError| ConfigError::new(name, e.message))?;
+        }
+        if let Some(v) = get("HIPINFER_DEVICE") {
+            c.device = number(v)?;
+        }
+        if let Some(v) = get("HIPINFER_THREADS") {
+            c.threads = Some(number(v)?);
+        }
+        if let Some(v) = get("HIPINFER_MAX_BATCH_TOKENS") {
+            c.batching.max_batch_tokens = number(v)?;
+        }
+        if let Some(v) = get("HIPINFER_MAX_BATCH_REQUESTS") {
+            c.batching.max_batch_requests = Some(number(v)?);
+        }
+        if let Some(v) = get("HIPINFER_MAX_CONCURRENT_REQUESTS") {
+            c.batching.max_concurrent_requests = number(v)?;
+        }
+        if let Some(v) = get("HIPINFER_MAX_INPUT_LENGTH") {
+            c.batching.max_input_length = Some(number(v)?);
+        }
+        if let Some(v) = get("HIPINFER_MAX_CLIENT_BATCH_SIZE") {
+            c.batching.max_client_batch_size = number(v)?;
+        }
+        if let Some(v) = get("HIPINFER_REQUEST_DEADLINE") {
+            c.request_deadline = Some(duration(v)?);
+        }
+        if let Some(v) = get("HIPINFER_STEP_MAX_REPLAYS") {
+            c.step_replay.max_replays = number(v)?;
+        }
+        if let Some(v) = get("HIPINFER_STEP_REPLAY_INITIAL_DELAY") {
+            c.step_replay.initial_delay = duration(v)?;
+        }
+        if let Some(v) = get("HIPINFER_STEP_REPLAY_MAX_DELAY") {
+            c.step_replay.max_delay = duration(v)?;
+        }
+        if let Some(v) = get("HIPINFER_BREAKER_FAILURE_THRESHOLD") {
+            c.breaker.failure_threshold = number(v)?;
+        }
+        if let Some(v) = get("HIPINFER_BREAKER_COOLDOWN") {
+            c.breaker.cooldown = duration(v)?;
+        }
+        if let Some(v) = get("HIPINFER_BREAKER_HALF_OPEN_PROBES") {
+            c.breaker.half_open_probes = number(v)?;
+        }
+        if let Some(v) = get("HIPINFER_BUDGET_RATIO") {
+            c.budget.ratio = number(v)?;
+        }
+        if let Some(v) = get("HIPINFER_BUDGET_MIN_PER_SECOND") {
+            c.budget.min_per_second = number(v)?;
+        }
+        if let Some(v) = get("HIPINFER_BUDGET_TTL") {
+            c.budget.ttl = duration(v)?;
+        }
+        if let Some(v) = get("HIPINFER_SEED") {
+            c.seed = Some(number(v)?);
+        }
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+/// Builds an [`EngineConfig`]; `build` validates.
+#[derive(Debug, Clone)]
+pub struct EngineConfigBuilder {
+    config: EngineConfig,
+}
+
+impl EngineConfigBuilder {
+    pub fn model(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.config.model = dir.into();
+        self
+    }
+
+    pub fn backend(mut self, backend: BackendChoice) -> Self {
+        self.config.backend = backend;
+        self
+    }
+
+    pub fn device(mut self, device: i32) -> Self {
+        self.config.device = device;
+        self
+    }
+
+    pub fn threads(mut self, threads: usize) -> Self {
+        self.config.threads = Some(threads);
+        self
+    }
+
+    pub fn retry(mut self, retry: RetryConfig) -> Self {
+        self.config.retry = retry;
+        self
+    }
+
+    pub fn breaker(mut self, breaker: BreakerConfig) -> Self {
+        self.config.breaker = breaker;
+        self
+    }
+
+    pub fn budget(mut self, budget: BudgetConfig) -> Self {
+        self.config.budget = budget;
+        self
+    }
+
+    pub fn batching(mut self, batching: BatchingConfig) -> Self {
+        self.config.batching = batching;
+        self
+    }
+
+    pub fn max_batch_tokens(mut self, tokens: usize) -> Self {
+        self.config.batching.max_batch_tokens = tokens;
+        self
+    }
+
+    pub fn max_batch_requests(mut self, requests: usize) -> Self {
+        self.config.batching.max_batch_requests = Some(requests);
+        self
+    }
+
+    pub fn max_concurrent_requests(mut self, requests: usize) -> Self {
+        self.config.batching.max_concurrent_requests = requests;
+        self
+    }
+
+    pub fn step_replay(mut self, replay: StepReplayConfig) -> Self {
+        self.config.step_replay = replay;
+        self
+    }
+
+    pub fn request_deadline(mut self, deadline: Duration) -> Self {
+        self.config.request_deadline = Some(deadline);
+        self
+    }
+
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.config.seed = Some(seed);
+        self
+    }
+
+    /// Registers the engine's metrics (and the retry layer's) in `registry`.
+    pub fn registry(mut self, registry: Registry) -> Self {
+        self.config.registry = Some(registry);
+        self
+    }
+
+    pub fn build(self) -> Result<EngineConfig, ConfigError> {
+        self.config.validate()?;
+        Ok(self.config)
+    }
+}

@@ -1,0 +1,104 @@
+//! A backend whose kernel launches wait while its gate is closed: holds steps (and so requests)
+//! in flight for as long as a test needs, without sleeping.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use hipinfer::backend::{Backend, DeviceInfo, Kernel, Word};
+use hipinfer::HipError;
+use parking_lot::{Condvar, Mutex};
+
+#[derive(Debug, Default)]
+pub struct Gate {
+    open: Mutex<bool>,
+    changed: Condvar,
+    waiting: Mutex<usize>,
+}
+
+impl Gate {
+    pub fn closed() -> Arc<Gate> {
+        Arc::new(Gate::default())
+    }
+
+    pub fn open(&self) {
+        *self.open.lock() = true;
+        self.changed.notify_all();
+    }
+
+    pub fn close(&self) {
+        *self.open.lock() = false;
+    }
+
+    /// Launches waiting at the gate now.
+    pub fn waiting(&self) -> usize {
+        *self.waiting.lock()
+    }
+
+    /// Blocks until a launch waits at the gate (so a step is surely in flight).
+    pub fn wait_for_waiter(&self) {
+        let mut open = self.open.lock();
+        while *self.waiting.lock() == 0 {
+            self.changed
+                .wait_for(&mut open, std::time::Duration::from_millis(1));
+        }
+    }
+
+    fn pass(&self) {
+        let mut open = self.open.lock();
+        *self.waiting.lock() += 1;
+        self.changed.notify_all();
+        while !*open {
+            self.changed.wait(&mut open);
+        }
+        *self.waiting.lock() -= 1;
+    }
+}
+
+/// `B` behind a gate.
+#[derive(Debug)]
+pub struct Gated<B> {
+    pub inner: B,
+    pub gate: Arc<Gate>,
+}
+
+impl<B: Backend<Error = HipError>> Backend for Gated<B> {
+    type Buffer = B::Buffer;
+    type Error = HipError;
+
+    fn info(&self) -> DeviceInfo {
+        self.inner.info()
+    }
+    fn allocate(&self, len: usize) -> Result<B::Buffer, HipError> {
+        self.inner.allocate(len)
+    }
+    fn len(&self, buffer: &B::Buffer) -> usize {
+        self.inner.len(buffer)
+    }
+    fn copy_to_device<T: Word>(&self, src: &[T], dst: &mut B::Buffer) -> Result<(), HipError> {
+        self.inner.copy_to_device(src, dst)
+    }
+    fn copy_to_host<T: Word>(&self, src: &B::Buffer, dst: &mut [T]) -> Result<(), HipError> {
+        self.inner.copy_to_host(src, dst)
+    }
+    fn copy_on_device(
+        &self,
+        src: &B::Buffer,
+        dst: &mut B::Buffer,
+        len: usize,
+    ) -> Result<(), HipError> {
+        self.inner.copy_on_device(src, dst, len)
+    }
+    fn launch(&self, kernel: Kernel<'_, B::Buffer>) -> Result<(), HipError> {
+        self.gate.pass();
+        self.inner.launch(kernel)
+    }
+    fn synchronize(&self) -> Result<(), HipError> {
+        self.inner.synchronize()
+    }
+    fn reset(&self) -> Result<(), HipError> {
+        self.inner.reset()
+    }
+    fn reclaim(&self) -> u64 {
+        self.inner.reclaim()
+    }
+}
