@@ -10,10 +10,12 @@
 #![warn(missing_debug_implementations)]
 
 pub mod backend;
+pub mod chaos;
 pub mod engine;
 pub mod error;
 pub mod model;
 pub mod retry;
+pub mod server;
 
 pub use engine::{EmbedRequest, EmbedResponse, EngineConfig, EngineError, InferenceEngine};
 pub use error::{ConfigError, HipError, Op, Recovery};

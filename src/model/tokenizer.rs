@@ -14,6 +14,19 @@ pub struct Encoding {
     pub type_ids: Vec<u32>,
 }
 
+/// One token of a text, as `/tokenize` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Token {
+    pub id: u32,
+    /// The token's text (`##ing` for a continuation piece, `[CLS]` for a special token).
+    pub text: String,
+    /// Whether the tokenizer added it (`[CLS]`, `[SEP]`).
+    pub special: bool,
+    /// Byte offsets of the token in the input (`0..0` for special tokens).
+    pub start: usize,
+    pub stop: usize,
+}
+
 /// A tokenizer that never pads and truncates at `max_length` tokens (special tokens included).
 #[derive(Debug)]
 pub struct TextTokenizer {
@@ -79,6 +92,31 @@ impl TextTokenizer {
             },
             truncated,
         ))
+    }
+
+    /// The tokens of `text` with their texts and offsets, truncated to `max_length`.
+    pub fn tokens(&self, index: usize, text: &str) -> Result<Vec<Token>, ModelError> {
+        let encoding = self
+            .inner
+            .encode(text, true)
+            .map_err(|e| ModelError::Input {
+                index,
+                message: format!("could not tokenize: {e}"),
+            })?;
+        Ok(encoding
+            .get_ids()
+            .iter()
+            .zip(encoding.get_tokens())
+            .zip(encoding.get_special_tokens_mask())
+            .zip(encoding.get_offsets())
+            .map(|(((&id, token), &special), &(start, stop))| Token {
+                id,
+                text: token.clone(),
+                special: special != 0,
+                start,
+                stop,
+            })
+            .collect())
     }
 
     pub fn path(&self) -> &Path {

@@ -139,6 +139,22 @@ impl RetryMetrics {
         &self.registry
     }
 
+    /// Retries of every operation so far (`hipinfer_gpu_retry_attempts_total`, summed).
+    pub fn retries_total(&self) -> u64 {
+        self.per_op.iter().map(|m| m.retries.get()).sum()
+    }
+
+    /// Errors returned by device operations so far (`hipinfer_gpu_errors_total`, summed).
+    pub fn errors_total(&self) -> u64 {
+        use prometheus::core::Collector;
+        self.errors
+            .collect()
+            .iter()
+            .flat_map(|family| family.get_metric())
+            .map(|m| m.get_counter().get_value() as u64)
+            .sum()
+    }
+
     #[inline]
     pub(crate) fn op(&self, op: Op) -> &OpMetrics {
         &self.per_op[op.index()]

@@ -1,116 +1,17 @@
-//! `hipinfer`: embed texts, benchmark, and describe the machine — a thin user of the library.
+//! `embed` and the model bench: the model on a backend, without the engine's queue.
 
 use std::io::BufRead;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use clap::{Args, Parser, Subcommand};
-use hipinfer::backend::{self, Backend, BackendChoice, SelectedBackend};
-use hipinfer::model::{Embedder, Encoding, Model, DEFAULT_MODEL_DIR};
+use hipinfer::backend::{self, Backend, SelectedBackend};
+use hipinfer::chaos::percentile;
+use hipinfer::model::{Embedder, Encoding, Model};
 use serde_json::json;
 
-#[derive(Parser)]
-#[command(
-    name = "hipinfer",
-    version,
-    about = "Sentence embeddings on AMD GPUs (HIP) or the CPU, surviving GPU faults"
-)]
-struct Cli {
-    /// Log filter (tracing's syntax: warn, info, hipinfer=debug, …); logs go to stderr.
-    #[arg(long, env = "HIPINFER_LOG", default_value = "warn", global = true)]
-    log: String,
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Embed texts and print one JSON object with the embeddings and token ids.
-    Embed(EmbedArgs),
-    /// Time batches of synthetic inputs of an exact length and print one JSON line.
-    Bench(BenchArgs),
-    /// Show the backends available, the devices found (or why none) and the build's HIP archs.
-    Info(InfoArgs),
-}
-
-#[derive(Args)]
-struct Common {
-    /// The Hugging Face model folder.
-    #[arg(long, env = "HIPINFER_MODEL", default_value = DEFAULT_MODEL_DIR)]
-    model: PathBuf,
-    /// auto (HIP if a device answers, else CPU), cpu or hip.
-    #[arg(long, env = "HIPINFER_BACKEND", default_value = "auto")]
-    backend: BackendChoice,
-    /// The GPU to use.
-    #[arg(long, env = "HIPINFER_DEVICE", default_value_t = 0)]
-    device: i32,
-    /// CPU backend threads (default: one per core).
-    #[arg(long, env = "HIPINFER_THREADS")]
-    threads: Option<usize>,
-}
-
-#[derive(Args)]
-struct EmbedArgs {
-    #[command(flatten)]
-    common: Common,
-    /// Return the raw mean-pooled vectors instead of unit-length ones.
-    #[arg(long, env = "HIPINFER_NO_NORMALIZE")]
-    no_normalize: bool,
-    /// Read the texts from standard input, one JSON string per line (so any text, newlines
-    /// included, can be given).
-    #[arg(long)]
-    stdin: bool,
-    /// The texts to embed.
-    texts: Vec<String>,
-}
-
-#[derive(Args)]
-struct BenchArgs {
-    #[command(flatten)]
-    common: Common,
-    /// Sequences per batch.
-    #[arg(long, env = "HIPINFER_BENCH_BATCH", default_value_t = 32)]
-    batch: usize,
-    /// Tokens per sequence, [CLS] and [SEP] included.
-    #[arg(long, env = "HIPINFER_BENCH_SEQ", default_value_t = 128)]
-    seq: usize,
-    /// How long to measure, after the warm-up.
-    #[arg(long, env = "HIPINFER_BENCH_SECONDS", default_value_t = 10.0)]
-    seconds: f64,
-}
-
-#[derive(Args)]
-struct InfoArgs {
-    /// The GPU to probe.
-    #[arg(long, env = "HIPINFER_DEVICE", default_value_t = 0)]
-    device: i32,
-}
-
-fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
-    let result = match cli.command {
-        Command::Embed(args) => embed(args),
-        Command::Bench(args) => bench(args),
-        Command::Info(args) => info(args),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("error: {error}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-type Failure = Box<dyn std::error::Error>;
+use crate::args::{BenchArgs, Common, EmbedArgs};
+use crate::Failure;
 
 /// Loads the model and runs `job` on the chosen backend.
 fn with_embedder(
@@ -169,7 +70,7 @@ fn read_stdin_texts() -> Result<Vec<String>, Failure> {
     Ok(texts)
 }
 
-fn embed(args: EmbedArgs) -> Result<(), Failure> {
+pub fn embed(args: EmbedArgs) -> Result<ExitCode, Failure> {
     let mut texts = args.texts;
     if args.stdin {
         texts.extend(read_stdin_texts()?);
@@ -189,7 +90,8 @@ fn embed(args: EmbedArgs) -> Result<(), Failure> {
         });
         println!("{output}");
         Ok(())
-    })
+    })?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `batch` inputs of exactly `seq` tokens: the tokenizer's own [CLS] and [SEP] around ids cycling
@@ -219,12 +121,7 @@ fn synthetic_batch(model: &Model, batch: usize, seq: usize) -> Result<Vec<Encodi
         .collect())
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let rank = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[rank.min(sorted.len() - 1)]
-}
-
-fn bench(args: BenchArgs) -> Result<(), Failure> {
+pub fn bench(args: BenchArgs) -> Result<ExitCode, Failure> {
     if args.batch == 0 || args.seq < 2 {
         return Err("--batch must be at least 1 and --seq at least 2 ([CLS] and [SEP])".into());
     }
@@ -265,27 +162,6 @@ fn bench(args: BenchArgs) -> Result<(), Failure> {
         });
         println!("{output}");
         Ok(())
-    })
-}
-
-fn info(args: InfoArgs) -> Result<(), Failure> {
-    let hip = match backend::probe_hip(args.device) {
-        Ok(device) => {
-            json!({"available": true, "device": device.device, "name": device.name, "arch": device.arch,
-                              "memory_bytes": device.total_memory, "compute_units": device.compute_units})
-        }
-        Err(error) => json!({"available": false, "reason": error.to_string()}),
-    };
-    let cpu = hipinfer::backend::CpuBackend::new()?.info();
-    let output = json!({
-        "version": env!("CARGO_PKG_VERSION"),
-        "backends": {
-            "cpu": {"available": true, "arch": cpu.arch, "threads": cpu.compute_units},
-            "hip": hip,
-        },
-        "hip_compiled": backend::HIP_COMPILED,
-        "hip_archs": backend::hip_archs(),
-    });
-    println!("{}", serde_json::to_string_pretty(&output)?);
-    Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
 }

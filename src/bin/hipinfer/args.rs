@@ -1,0 +1,237 @@
+//! The command line: every flag also reads an environment variable `HIPINFER_*`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use hipinfer::backend::BackendChoice;
+use hipinfer::engine::EngineConfig;
+use hipinfer::model::DEFAULT_MODEL_DIR;
+use hipinfer::retry::parse_duration;
+use hipinfer::ConfigError;
+
+#[derive(Parser)]
+#[command(
+    name = "hipinfer",
+    version,
+    about = "Sentence embeddings on AMD GPUs (HIP) or the CPU, surviving GPU faults"
+)]
+pub struct Cli {
+    /// Log filter (tracing's syntax: warn, info, hipinfer=debug, …); logs go to stderr.
+    #[arg(long, env = "HIPINFER_LOG", default_value = "warn", global = true)]
+    pub log: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Embed texts and print one JSON object with the embeddings and token ids.
+    Embed(EmbedArgs),
+    /// Time batches of synthetic inputs of an exact length (or, with --http, a server under
+    /// concurrent clients) and print one JSON line.
+    Bench(BenchArgs),
+    /// Serve TEI's and OpenAI's embedding APIs over HTTP, with /health and /metrics.
+    Serve(ServeArgs),
+    /// Run requests with injected GPU faults and check none is lost or wrong; prints one JSON
+    /// object, exits 0 only if nothing was lost or mismatched.
+    Chaos(ChaosArgs),
+    /// Show the backends available, the devices found (or why none) and the build's HIP archs.
+    Info(InfoArgs),
+}
+
+#[derive(Args, Clone)]
+pub struct Common {
+    /// The Hugging Face model folder.
+    #[arg(long, env = "HIPINFER_MODEL", default_value = DEFAULT_MODEL_DIR)]
+    pub model: PathBuf,
+    /// auto (HIP if a device answers, else CPU), cpu or hip.
+    #[arg(long, env = "HIPINFER_BACKEND", default_value = "auto")]
+    pub backend: BackendChoice,
+    /// The GPU to use.
+    #[arg(long, env = "HIPINFER_DEVICE", default_value_t = 0)]
+    pub device: i32,
+    /// CPU backend threads (default: one per core).
+    #[arg(long, env = "HIPINFER_THREADS")]
+    pub threads: Option<usize>,
+}
+
+/// Engine settings for the commands that run an engine.
+#[derive(Args, Clone)]
+pub struct EngineArgs {
+    /// A JSON file of engine settings (EngineConfig); flags and variables override it.
+    #[arg(long, env = "HIPINFER_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Padded tokens per step at most.
+    #[arg(long, env = "HIPINFER_MAX_BATCH_TOKENS")]
+    pub max_batch_tokens: Option<usize>,
+    /// Sequences per step at most.
+    #[arg(long, env = "HIPINFER_MAX_BATCH_REQUESTS")]
+    pub max_batch_requests: Option<usize>,
+    /// Requests in flight at most; more are refused with 429.
+    #[arg(long, env = "HIPINFER_MAX_CONCURRENT_REQUESTS")]
+    pub max_concurrent_requests: Option<usize>,
+    /// Tokens per input at most (default: the model's max_seq_length).
+    #[arg(long, env = "HIPINFER_MAX_INPUT_LENGTH")]
+    pub max_input_length: Option<usize>,
+    /// Inputs per request at most.
+    #[arg(long, env = "HIPINFER_MAX_CLIENT_BATCH_SIZE")]
+    pub max_client_batch_size: Option<usize>,
+    /// A request not answered within this long fails (e.g. 30s).
+    #[arg(long, env = "HIPINFER_REQUEST_DEADLINE", value_parser = duration)]
+    pub request_deadline: Option<Duration>,
+}
+
+fn duration(text: &str) -> Result<Duration, String> {
+    parse_duration(text)
+        .ok_or_else(|| format!("{text:?} is not a duration (250us, 10ms, 1.5s, 2m)"))
+}
+
+impl EngineArgs {
+    /// The engine configuration: the file (or the defaults and `HIPINFER_*` variables), then
+    /// these flags and `common`'s.
+    pub fn engine_config(&self, common: &Common) -> Result<EngineConfig, ConfigError> {
+        let mut config = match &self.config {
+            Some(path) => EngineConfig::from_json_file(path)?,
+            None => EngineConfig::from_env()?,
+        };
+        config.model = common.model.clone();
+        config.backend = common.backend;
+        config.device = common.device;
+        if common.threads.is_some() {
+            config.threads = common.threads;
+        }
+        let b = &mut config.batching;
+        if let Some(n) = self.max_batch_tokens {
+            b.max_batch_tokens = n;
+        }
+        if self.max_batch_requests.is_some() {
+            b.max_batch_requests = self.max_batch_requests;
+        }
+        if let Some(n) = self.max_concurrent_requests {
+            b.max_concurrent_requests = n;
+        }
+        if self.max_input_length.is_some() {
+            b.max_input_length = self.max_input_length;
+        }
+        if let Some(n) = self.max_client_batch_size {
+            b.max_client_batch_size = n;
+        }
+        if self.request_deadline.is_some() {
+            config.request_deadline = self.request_deadline;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+#[derive(Args)]
+pub struct EmbedArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Return the raw mean-pooled vectors instead of unit-length ones.
+    #[arg(long, env = "HIPINFER_NO_NORMALIZE")]
+    pub no_normalize: bool,
+    /// Read the texts from standard input, one JSON string per line (so any text, newlines
+    /// included, can be given).
+    #[arg(long)]
+    pub stdin: bool,
+    /// The texts to embed.
+    pub texts: Vec<String>,
+}
+
+/// Fault rates, per device call.
+#[derive(Args, Clone, Default)]
+pub struct FaultArgs {
+    /// Transient faults (hipErrorOperatingSystem, 304): retried in place.
+    #[arg(long, env = "HIPINFER_TRANSIENT_RATE", default_value_t = 0.0)]
+    pub transient_rate: f64,
+    /// Out of memory (2): the cache is reclaimed, then retried.
+    #[arg(long, env = "HIPINFER_OOM_RATE", default_value_t = 0.0)]
+    pub oom_rate: f64,
+    /// A poisoned context (hipErrorIllegalAddress, 700, sticky): the step is replayed after a
+    /// reset.
+    #[arg(long, env = "HIPINFER_RESET_RATE", default_value_t = 0.0)]
+    pub reset_rate: f64,
+}
+
+impl FaultArgs {
+    pub fn any(&self) -> bool {
+        self.transient_rate > 0.0 || self.oom_rate > 0.0 || self.reset_rate > 0.0
+    }
+}
+
+#[derive(Args)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Sequences per batch (the model bench).
+    #[arg(long, env = "HIPINFER_BENCH_BATCH", default_value_t = 32)]
+    pub batch: usize,
+    /// Tokens per sequence, [CLS] and [SEP] included.
+    #[arg(long, env = "HIPINFER_BENCH_SEQ", default_value_t = 128)]
+    pub seq: usize,
+    /// How long to measure (each phase, with --http), after the warm-up.
+    #[arg(long, env = "HIPINFER_BENCH_SECONDS", default_value_t = 10.0)]
+    pub seconds: f64,
+    /// Measure the HTTP server under concurrent clients against the engine alone.
+    #[arg(long)]
+    pub http: bool,
+    /// Concurrent clients (with --http).
+    #[arg(long, env = "HIPINFER_BENCH_CLIENTS", default_value_t = 64)]
+    pub clients: usize,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    /// With --http: also measure the server with these faults injected.
+    #[command(flatten)]
+    pub faults: FaultArgs,
+}
+
+#[derive(Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub common: Common,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    /// The address to listen on.
+    #[arg(long, env = "HIPINFER_HOST", default_value = "0.0.0.0")]
+    pub host: String,
+    /// The port to listen on.
+    #[arg(long, env = "HIPINFER_PORT", default_value_t = 3000)]
+    pub port: u16,
+    /// Require `Authorization: Bearer <key>` on every route but /health and /metrics.
+    #[arg(long, env = "HIPINFER_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Request bodies larger than this many bytes get 413.
+    #[arg(long, env = "HIPINFER_PAYLOAD_LIMIT", default_value_t = 2_000_000)]
+    pub payload_limit: usize,
+    /// Cut inputs longer than max_input_length when a request does not say (`truncate`).
+    #[arg(long, env = "HIPINFER_AUTO_TRUNCATE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub auto_truncate: bool,
+}
+
+#[derive(Args)]
+pub struct ChaosArgs {
+    #[command(flatten)]
+    pub common: Common,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    /// Requests to run.
+    #[arg(long, env = "HIPINFER_CHAOS_REQUESTS", default_value_t = 2000)]
+    pub requests: usize,
+    /// Requests in flight at once.
+    #[arg(long, env = "HIPINFER_CHAOS_CONCURRENCY", default_value_t = 32)]
+    pub concurrency: usize,
+    /// Seeds the corpus, the requests and the faults.
+    #[arg(long, env = "HIPINFER_CHAOS_SEED", default_value_t = 1)]
+    pub seed: u64,
+    #[command(flatten)]
+    pub faults: FaultArgs,
+}
+
+#[derive(Args)]
+pub struct InfoArgs {
+    /// The GPU to probe.
+    #[arg(long, env = "HIPINFER_DEVICE", default_value_t = 0)]
+    pub device: i32,
+}

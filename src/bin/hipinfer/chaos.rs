@@ -1,0 +1,32 @@
+//! `chaos`: the fault campaign; one JSON object, exit 0 only if nothing was lost or wrong.
+
+use std::process::ExitCode;
+
+use hipinfer::backend::BackendChoice;
+use hipinfer::chaos::{run_campaign, ChaosConfig};
+
+use crate::args::ChaosArgs;
+use crate::progress::Progress;
+use crate::Failure;
+
+pub fn chaos(args: ChaosArgs) -> Result<ExitCode, Failure> {
+    if args.common.backend == BackendChoice::Hip {
+        return Err(
+            "chaos injects its faults into the CPU backend: use --backend cpu or auto".into(),
+        );
+    }
+    let engine = args.engine.engine_config(&args.common)?;
+    let mut config = ChaosConfig::new(engine, args.requests, args.concurrency, args.seed);
+    config.transient_rate = args.faults.transient_rate;
+    config.oom_rate = args.faults.oom_rate;
+    config.reset_rate = args.faults.reset_rate;
+    let progress = Progress::new("chaos");
+    progress.note("reference run (no faults), then the faulty run");
+    let report = run_campaign(&config, &|done, total| progress.update(done, total))?;
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(if report.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

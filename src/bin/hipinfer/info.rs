@@ -1,0 +1,31 @@
+//! `info`: the backends available, the devices found (or why none), the build's HIP archs.
+
+use std::process::ExitCode;
+
+use hipinfer::backend::{self, Backend};
+use serde_json::json;
+
+use crate::args::InfoArgs;
+use crate::Failure;
+
+pub fn info(args: InfoArgs) -> Result<ExitCode, Failure> {
+    let hip = match backend::probe_hip(args.device) {
+        Ok(device) => {
+            json!({"available": true, "device": device.device, "name": device.name, "arch": device.arch,
+                              "memory_bytes": device.total_memory, "compute_units": device.compute_units})
+        }
+        Err(error) => json!({"available": false, "reason": error.to_string()}),
+    };
+    let cpu = hipinfer::backend::CpuBackend::new()?.info();
+    let output = json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "backends": {
+            "cpu": {"available": true, "arch": cpu.arch, "threads": cpu.compute_units},
+            "hip": hip,
+        },
+        "hip_compiled": backend::HIP_COMPILED,
+        "hip_archs": backend::hip_archs(),
+    });
+    println!("{}", serde_json::to_string_pretty(&output)?);
+    Ok(ExitCode::SUCCESS)
+}

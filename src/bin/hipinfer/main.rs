@@ -1,0 +1,43 @@
+//! `hipinfer`: embed, benchmark, serve, run a fault campaign, describe the machine — a thin user
+//! of the library.
+
+mod args;
+mod bench_http;
+mod chaos;
+mod info;
+mod model;
+mod progress;
+mod serve;
+
+use std::process::ExitCode;
+
+use args::{Cli, Command};
+use clap::Parser;
+
+/// A command's failure: printed as one `error: …` line, exit code 1.
+pub type Failure = Box<dyn std::error::Error>;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Embed(args) => model::embed(args),
+        Command::Bench(args) if args.http => bench_http::bench(args),
+        Command::Bench(args) => model::bench(args),
+        Command::Serve(args) => serve::serve(args),
+        Command::Chaos(args) => chaos::chaos(args),
+        Command::Info(args) => info::info(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,38 @@
+//! `serve`: the HTTP API until SIGTERM or ctrl-c, then a graceful stop (exit 0).
+
+use std::process::ExitCode;
+
+use hipinfer::engine::InferenceEngine;
+use hipinfer::server::{self, ServerConfig};
+
+use crate::args::ServeArgs;
+use crate::Failure;
+
+pub fn serve(args: ServeArgs) -> Result<ExitCode, Failure> {
+    let config = args.engine.engine_config(&args.common)?;
+    let engine = InferenceEngine::new(config)?;
+    let server_config = ServerConfig {
+        host: args.host,
+        port: args.port,
+        api_key: args.api_key.filter(|k| !k.is_empty()),
+        payload_limit: args.payload_limit,
+        auto_truncate: args.auto_truncate,
+    };
+    eprintln!(
+        "hipinfer: serving {} on {} ({}) at http://{}:{}",
+        engine.model().name(),
+        engine.device().backend,
+        engine.device().name,
+        server_config.host,
+        server_config.port
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(server::serve(
+        engine,
+        server_config,
+        server::shutdown_signal(),
+    ))?;
+    Ok(ExitCode::SUCCESS)
+}

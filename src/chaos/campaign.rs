@@ -1,0 +1,291 @@
+//! The fault campaign behind `hipinfer chaos`: the same requests once without faults (the
+//! reference) and once through a `FaultyBackend` injecting real HIP codes at the given per-call
+//! rates, then an account of what came back: succeeded, failed, lost, duplicated, and outputs
+//! that differ from the reference.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use serde::Serialize;
+
+use crate::backend::{CpuBackend, FaultPlan, FaultyBackend};
+use crate::engine::{EmbedRequest, EngineConfig, EngineError, InferenceEngine};
+use crate::error::HipError;
+
+use super::corpus::corpus;
+
+/// HIP codes the campaign injects.
+pub const TRANSIENT_CODE: i32 = 304; // hipErrorOperatingSystem: retried in place
+pub const OOM_CODE: i32 = HipError::OUT_OF_MEMORY; // reclaimed, retried
+pub const RESET_CODE: i32 = 700; // hipErrorIllegalAddress: sticky, the step is replayed
+
+/// A campaign's settings.
+#[derive(Debug, Clone)]
+pub struct ChaosConfig {
+    /// The engine settings (model folder, threads, retry policy…); the backend is the CPU.
+    pub engine: EngineConfig,
+    pub requests: usize,
+    pub concurrency: usize,
+    pub seed: u64,
+    /// Per device call, the rate of each fault.
+    pub transient_rate: f64,
+    pub oom_rate: f64,
+    pub reset_rate: f64,
+    /// A request not answered within this long counts as lost.
+    pub request_timeout: Duration,
+}
+
+impl ChaosConfig {
+    /// `requests` requests at `concurrency`, no faults yet.
+    pub fn new(engine: EngineConfig, requests: usize, concurrency: usize, seed: u64) -> Self {
+        ChaosConfig {
+            engine,
+            requests,
+            concurrency,
+            seed,
+            transient_rate: 0.0,
+            oom_rate: 0.0,
+            reset_rate: 0.0,
+            request_timeout: Duration::from_secs(300),
+        }
+    }
+
+    fn validate(&self) -> Result<(), EngineError> {
+        let bad = |field: &str, message: String| {
+            Err(EngineError::Config(crate::ConfigError::new(field, message)))
+        };
+        for (field, rate) in [
+            ("transient_rate", self.transient_rate),
+            ("oom_rate", self.oom_rate),
+            ("reset_rate", self.reset_rate),
+        ] {
+            if !(0.0..=1.0).contains(&rate) {
+                return bad(field, format!("{rate} is not a rate between 0 and 1"));
+            }
+        }
+        if self.requests == 0 {
+            return bad("requests", "must be at least 1".into());
+        }
+        if self.concurrency == 0 {
+            return bad("concurrency", "must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    fn plan(&self) -> FaultPlan {
+        fault_plan(
+            self.seed,
+            self.transient_rate,
+            self.oom_rate,
+            self.reset_rate,
+        )
+    }
+}
+
+/// Faults on every device call at these rates: transient (304), out of memory (2), poisoned
+/// context (700, sticky).
+pub fn fault_plan(seed: u64, transient: f64, oom: f64, reset: f64) -> FaultPlan {
+    FaultPlan::new(seed)
+        .with_rate(None, TRANSIENT_CODE, transient)
+        .with_rate(None, OOM_CODE, oom)
+        .with_rate(None, RESET_CODE, reset)
+}
+
+/// Faults injected, by kind.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Injected {
+    pub transient: u64,
+    pub oom: u64,
+    pub reset: u64,
+}
+
+/// What a campaign found.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ChaosReport {
+    pub requests: usize,
+    pub succeeded: usize,
+    pub failed: usize,
+    /// Requests that got no answer at all within the timeout.
+    pub lost: usize,
+    /// Requests answered more than once.
+    pub duplicated: usize,
+    /// Answers that differ from the fault-free reference by more than 1e-6 in any component.
+    pub mismatched: usize,
+    pub injected: Injected,
+    /// Device calls retried in place (`hipinfer_gpu_retry_attempts_total`, all operations).
+    pub op_retries: u64,
+    /// Cache reclaims after out-of-memory errors.
+    pub reclaims: u64,
+    /// Failed steps replayed after a device reset.
+    pub step_replays: u64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub wall_seconds: f64,
+}
+
+impl ChaosReport {
+    /// Nothing lost, nothing wrong: the campaign's pass condition.
+    pub fn passed(&self) -> bool {
+        self.lost == 0 && self.mismatched == 0 && self.duplicated == 0
+    }
+}
+
+/// The largest difference between two answers a campaign tolerates.
+pub const TOLERANCE: f32 = 1e-6;
+
+/// Runs a campaign; `progress(done, total)` is called as requests of the faulty run finish.
+pub fn run_campaign(
+    config: &ChaosConfig,
+    progress: &(dyn Fn(usize, usize) + Sync),
+) -> Result<ChaosReport, EngineError> {
+    config.validate()?;
+    // Distinct texts, and the requests as lists of indices into them (1 to 3 texts each).
+    let pool = corpus(config.requests.clamp(1, 256), config.seed);
+    let requests: Vec<Vec<usize>> = {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(config.seed ^ 0x5eed);
+        (0..config.requests)
+            .map(|_| {
+                (0..rng.random_range(1..=3))
+                    .map(|_| rng.random_range(0..pool.len()))
+                    .collect()
+            })
+            .collect()
+    };
+
+    let threads = config.engine.threads;
+    let cpu = || match threads {
+        Some(n) => CpuBackend::with_threads(n),
+        None => CpuBackend::new(),
+    };
+    let cpu_error = |e: HipError| EngineError::Backend(e.to_string());
+
+    // The reference: every distinct text, without faults.
+    let reference_engine = InferenceEngine::with_backend(
+        EngineConfig {
+            registry: None,
+            ..config.engine.clone()
+        },
+        cpu().map_err(cpu_error)?,
+    )?;
+    let mut reference = Vec::with_capacity(pool.len());
+    for chunk in pool.chunks(config.engine.batching.max_client_batch_size) {
+        reference.extend(reference_engine.embed(chunk)?.embeddings);
+    }
+    drop(reference_engine);
+
+    // The faulty run.
+    let backend = Arc::new(FaultyBackend::new(cpu().map_err(cpu_error)?, config.plan()));
+    let engine = InferenceEngine::with_backend(
+        EngineConfig {
+            registry: None,
+            ..config.engine.clone()
+        },
+        backend.clone(),
+    )?;
+    let answers: Vec<Mutex<Vec<Result<Vec<Vec<f32>>, String>>>> = (0..requests.len())
+        .map(|_| Mutex::new(Vec::new()))
+        .collect();
+    let latencies = Mutex::new(Vec::with_capacity(requests.len()));
+    let next = AtomicUsize::new(0);
+    let done = AtomicUsize::new(0);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| EngineError::Backend(format!("could not start the async runtime: {e}")))?;
+    let started = Instant::now();
+    runtime.block_on(async {
+        let clients = (0..config.concurrency).map(|_| async {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(indices) = requests.get(i) else {
+                    break;
+                };
+                let texts: Vec<String> = indices.iter().map(|&t| pool[t].clone()).collect();
+                let t = Instant::now();
+                let call = engine.embed_async(EmbedRequest::new(texts));
+                match tokio::time::timeout(config.request_timeout, call).await {
+                    Err(_elapsed) => {} // no answer: lost
+                    Ok(result) => {
+                        latencies.lock().push(t.elapsed().as_secs_f64() * 1e3);
+                        answers[i]
+                            .lock()
+                            .push(result.map(|r| r.embeddings).map_err(|e| e.to_string()));
+                    }
+                }
+                progress(done.fetch_add(1, Ordering::Relaxed) + 1, requests.len());
+            }
+        });
+        futures::future::join_all(clients).await;
+    });
+    let wall_seconds = started.elapsed().as_secs_f64();
+
+    let mut report = ChaosReport {
+        requests: requests.len(),
+        succeeded: 0,
+        failed: 0,
+        lost: 0,
+        duplicated: 0,
+        mismatched: 0,
+        injected: Injected {
+            transient: backend.injected(TRANSIENT_CODE),
+            oom: backend.injected(OOM_CODE),
+            reset: backend.injected(RESET_CODE),
+        },
+        op_retries: engine
+            .retry_state()
+            .metrics()
+            .map_or(0, |m| m.retries_total()),
+        reclaims: backend.reclaims(),
+        step_replays: engine.metrics().replays_total(),
+        p50_ms: 0.0,
+        p99_ms: 0.0,
+        wall_seconds,
+    };
+    for (indices, answers) in requests.iter().zip(&answers) {
+        let answers = answers.lock();
+        match answers.len() {
+            0 => report.lost += 1,
+            1 => {}
+            _ => report.duplicated += 1,
+        }
+        match answers.first() {
+            Some(Ok(embeddings)) => {
+                report.succeeded += 1;
+                let wrong = embeddings.len() != indices.len()
+                    || indices.iter().zip(embeddings).any(|(&t, got)| {
+                        got.len() != reference[t].len()
+                            || got
+                                .iter()
+                                .zip(&reference[t])
+                                .any(|(a, b)| (a - b).abs() > TOLERANCE)
+                    });
+                if wrong {
+                    report.mismatched += 1;
+                }
+            }
+            Some(Err(error)) => {
+                report.failed += 1;
+                tracing::warn!("a chaos request failed: {error}");
+            }
+            None => {}
+        }
+    }
+    let mut latencies = latencies.into_inner();
+    latencies.sort_by(f64::total_cmp);
+    report.p50_ms = percentile(&latencies, 0.50);
+    report.p99_ms = percentile(&latencies, 0.99);
+    Ok(report)
+}
+
+/// The `p` quantile of sorted values (0 when empty).
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}

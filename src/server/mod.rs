@@ -1,0 +1,151 @@
+//! The HTTP server: TEI's and OpenAI's embedding APIs over an [`InferenceEngine`], with
+//! `/health` (a real probe kernel), `/metrics` (Prometheus), an optional API key and graceful
+//! shutdown (stop accepting, answer what is in flight, then stop the engine).
+//!
+//! | route | body | answer |
+//! |---|---|---|
+//! | POST `/embed` | `{inputs: str\|[str], truncate?, normalize?}` | `[[f32]]` |
+//! | POST `/v1/embeddings` | `{input: str\|[str], model?, encoding_format?: float\|base64}` | OpenAI's list |
+//! | POST `/tokenize` | `{inputs, add_special_tokens?}` | `[[{id, text, special, start, stop}]]` |
+//! | GET `/info` | | model, device, limits, version |
+//! | GET `/health` | | 200 ready, 503 not |
+//! | GET `/metrics` | | Prometheus text |
+
+mod auth;
+mod body;
+mod error;
+mod routes;
+mod schema;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::routing::{get, post};
+use axum::Router;
+use tokio::net::TcpListener;
+
+use crate::engine::InferenceEngine;
+
+pub use error::ApiError;
+pub use routes::AppState;
+
+/// Server settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    pub host: String,
+    pub port: u16,
+    /// When set, every route but `/health` and `/metrics` wants `Authorization: Bearer <key>`.
+    pub api_key: Option<String>,
+    /// Request bodies larger than this are refused with 413 (2 MB).
+    pub payload_limit: usize,
+    /// Whether inputs past `max_input_length` are cut when a request does not say (true).
+    pub auto_truncate: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            host: "0.0.0.0".into(),
+            port: 3000,
+            api_key: None,
+            payload_limit: 2 * 1024 * 1024,
+            auto_truncate: true,
+        }
+    }
+}
+
+/// The routes over `engine`.
+pub fn router(engine: InferenceEngine, config: &ServerConfig) -> Router {
+    let state = AppState {
+        model_name: engine.model().name().into(),
+        engine,
+        payload_limit: config.payload_limit,
+        auto_truncate: config.auto_truncate,
+    };
+    let mut api = Router::new()
+        .route("/embed", post(routes::embed))
+        .route("/v1/embeddings", post(routes::openai_embeddings))
+        .route("/tokenize", post(routes::tokenize))
+        .route("/info", get(routes::info));
+    if let Some(key) = &config.api_key {
+        let key: Arc<str> = key.as_str().into();
+        api = api.route_layer(axum::middleware::from_fn_with_state(key, auth::require_key));
+    }
+    Router::new()
+        .route("/health", get(routes::health))
+        .route("/metrics", get(routes::metrics))
+        .merge(api)
+        .fallback(routes::not_found)
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            |_: Box<dyn std::any::Any + Send>| {
+                tracing::error!("a request handler panicked");
+                ApiError::new(
+                    axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                    "backend",
+                    "internal error (see the server log)",
+                )
+                .tei()
+            },
+        ))
+        .with_state(state)
+}
+
+/// Binds `host:port` and serves until `shutdown` completes (see [`serve_on`]).
+pub async fn serve(
+    engine: InferenceEngine,
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let listener = TcpListener::bind((config.host.as_str(), config.port))
+        .await
+        .map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("could not listen on {}:{}: {e}", config.host, config.port),
+            )
+        })?;
+    serve_on(listener, engine, config, shutdown).await
+}
+
+/// Serves on `listener` until `shutdown` completes: then stops accepting connections, lets the
+/// requests in flight finish, and shuts the engine down (answering whatever is queued).
+pub async fn serve_on(
+    listener: TcpListener,
+    engine: InferenceEngine,
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let address: SocketAddr = listener.local_addr()?;
+    tracing::info!(%address, "serving");
+    let app = router(engine.clone(), &config);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    engine.shutdown_async().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Completes on SIGTERM or ctrl-c.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutting down: finishing the requests in flight");
+}

@@ -1,0 +1,240 @@
+//! The route handlers: TEI's `/embed`, `/tokenize`, `/info`, `/health`, `/metrics`, and OpenAI's
+//! `/v1/embeddings`.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderValue, Request, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use base64::Engine as _;
+use serde_json::json;
+
+use crate::engine::{EmbedRequest, EmbedResponse, InferenceEngine};
+
+use super::body::read_json;
+use super::error::ApiError;
+use super::schema::{EmbedBody, OpenAiBody, TokenizeBody};
+
+/// What every handler shares.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub engine: InferenceEngine,
+    pub payload_limit: usize,
+    pub auto_truncate: bool,
+    pub model_name: Arc<str>,
+}
+
+/// Checks the inputs a route got and runs them through the engine.
+async fn run(
+    app: &AppState,
+    inputs: Vec<String>,
+    truncate: bool,
+    normalize: bool,
+    dimensions: Option<usize>,
+) -> Result<EmbedResponse, ApiError> {
+    if inputs.is_empty() || inputs.iter().any(|t| t.is_empty()) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "empty",
+            "empty input: every input must be a non-empty text",
+        ));
+    }
+    let size = app.engine.model().dimensions();
+    if let Some(d) = dimensions.filter(|&d| d != size) {
+        return Err(ApiError::validation(format!(
+            "dimensions {d} is not supported: this model's embeddings have {size}"
+        )));
+    }
+    let request = EmbedRequest::new(inputs)
+        .truncate(truncate)
+        .normalize(normalize);
+    Ok(app.engine.embed_async(request).await?)
+}
+
+/// TEI's timing headers (milliseconds) and the retry counts of the answer.
+fn with_headers(mut response: Response, answer: &EmbedResponse) -> Response {
+    let t = answer.timings;
+    let headers = response.headers_mut();
+    let mut put = |name: &'static str, value: String| {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            headers.insert(name, v);
+        }
+    };
+    let ms = |d: std::time::Duration| format!("{}", d.as_millis());
+    put("x-total-time", ms(t.total));
+    put("x-tokenization-time", ms(t.tokenization));
+    put("x-queue-time", ms(t.queue));
+    put("x-inference-time", ms(t.inference));
+    put("x-hipinfer-retries", answer.retry.retries.to_string());
+    put(
+        "x-hipinfer-failed-steps",
+        answer.retry.failed_steps.to_string(),
+    );
+    response
+}
+
+/// POST `/embed`: `{inputs, truncate?, normalize?}` → `[[f32]]`.
+pub async fn embed(State(app): State<AppState>, request: Request<Body>) -> Response {
+    let body: EmbedBody = match read_json(request, app.payload_limit).await {
+        Ok(body) => body,
+        Err(e) => return e.tei(),
+    };
+    if let Some(direction) = body.truncation_direction.as_deref() {
+        if !direction.eq_ignore_ascii_case("right") {
+            return ApiError::validation(format!(
+                "truncation_direction {direction:?} is not supported (only \"right\")"
+            ))
+            .tei();
+        }
+    }
+    let truncate = body.truncate.unwrap_or(app.auto_truncate);
+    let normalize = body.normalize.unwrap_or(true);
+    match run(
+        &app,
+        body.inputs.into_vec(),
+        truncate,
+        normalize,
+        body.dimensions,
+    )
+    .await
+    {
+        Ok(answer) => with_headers(Json(&answer.embeddings).into_response(), &answer),
+        Err(e) => e.tei(),
+    }
+}
+
+/// POST `/v1/embeddings`: OpenAI's request and response.
+pub async fn openai_embeddings(State(app): State<AppState>, request: Request<Body>) -> Response {
+    let body: OpenAiBody = match read_json(request, app.payload_limit).await {
+        Ok(body) => body,
+        Err(e) => return e.openai(),
+    };
+    let base64 = match body.encoding_format.as_deref() {
+        None | Some("float") => false,
+        Some("base64") => true,
+        Some(other) => {
+            return ApiError::validation(format!(
+                "encoding_format {other:?} is not one of \"float\", \"base64\""
+            ))
+            .openai()
+        }
+    };
+    let answer = match run(
+        &app,
+        body.input.into_vec(),
+        app.auto_truncate,
+        true,
+        body.dimensions,
+    )
+    .await
+    {
+        Ok(answer) => answer,
+        Err(e) => return e.openai(),
+    };
+    let data: Vec<_> = answer
+        .embeddings
+        .iter()
+        .enumerate()
+        .map(|(index, embedding)| {
+            let embedding = if base64 {
+                let bytes: Vec<u8> = embedding.iter().flat_map(|v| v.to_le_bytes()).collect();
+                json!(base64::engine::general_purpose::STANDARD.encode(bytes))
+            } else {
+                json!(embedding)
+            };
+            json!({"object": "embedding", "embedding": embedding, "index": index})
+        })
+        .collect();
+    let tokens = answer.total_tokens();
+    let body = json!({
+        "object": "list",
+        "data": data,
+        "model": body.model.unwrap_or_else(|| app.model_name.to_string()),
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        "retry": answer.retry,
+    });
+    with_headers(Json(body).into_response(), &answer)
+}
+
+/// POST `/tokenize`: `{inputs, add_special_tokens?}` → `[[{id, text, special, start, stop}]]`.
+pub async fn tokenize(State(app): State<AppState>, request: Request<Body>) -> Response {
+    let body: TokenizeBody = match read_json(request, app.payload_limit).await {
+        Ok(body) => body,
+        Err(e) => return e.tei(),
+    };
+    let inputs = body.inputs.into_vec();
+    if inputs.is_empty() {
+        return ApiError::new(StatusCode::BAD_REQUEST, "empty", "empty input").tei();
+    }
+    let specials = body.add_special_tokens.unwrap_or(true);
+    let tokenizer = app.engine.model().tokenizer();
+    let mut all = Vec::with_capacity(inputs.len());
+    for (index, text) in inputs.iter().enumerate() {
+        match tokenizer.tokens(index, text) {
+            Ok(tokens) => all.push(
+                tokens
+                    .into_iter()
+                    .filter(|t| specials || !t.special)
+                    .collect::<Vec<_>>(),
+            ),
+            Err(e) => return ApiError::validation(e.to_string()).tei(),
+        }
+    }
+    Json(all).into_response()
+}
+
+/// GET `/info`: the model, the device and the limits.
+pub async fn info(State(app): State<AppState>) -> Response {
+    let engine = &app.engine;
+    let config = engine.config();
+    let device = engine.device();
+    Json(json!({
+        "model_id": &*app.model_name,
+        "model_dtype": "float32",
+        "model_type": {"embedding": {"pooling": "mean"}},
+        "dimensions": engine.model().dimensions(),
+        "backend": device.backend,
+        "device": {"name": device.name, "arch": device.arch, "index": device.device,
+                   "compute_units": device.compute_units, "memory_bytes": device.total_memory},
+        "max_concurrent_requests": config.batching.max_concurrent_requests,
+        "max_input_length": engine.max_input_length(),
+        "max_batch_tokens": config.batching.max_batch_tokens,
+        "max_batch_requests": config.batching.max_batch_requests,
+        "max_client_batch_size": config.batching.max_client_batch_size,
+        "auto_truncate": app.auto_truncate,
+        "payload_limit": app.payload_limit,
+        "version": env!("CARGO_PKG_VERSION"),
+    }))
+    .into_response()
+}
+
+/// GET `/health`: 200 when a probe kernel runs right on the device, 503 otherwise.
+pub async fn health(State(app): State<AppState>) -> Response {
+    let health = app.engine.health_async().await;
+    if health.ready {
+        Json(json!({"status": "ok", "breaker": health.breaker})).into_response()
+    } else {
+        let reason = health.reason.unwrap_or_else(|| "not ready".into());
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unhealthy", reason).tei()
+    }
+}
+
+/// GET `/metrics`: the Prometheus text format.
+pub async fn metrics(State(app): State<AppState>) -> Response {
+    let mut text = String::new();
+    let encoder = prometheus::TextEncoder::new();
+    match encoder.encode_utf8(&app.engine.registry().gather(), &mut text) {
+        Ok(()) => ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], text).into_response(),
+        Err(e) => {
+            tracing::error!("could not encode the metrics: {e}");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}
+
+/// Any other path.
+pub async fn not_found() -> Response {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route").tei()
+}
