@@ -165,3 +165,119 @@ fn info_reports_the_backends() {
     assert_eq!(json["backends"]["cpu"]["available"], true);
     assert!(json["backends"]["hip"]["available"].is_boolean());
 }
+
+#[test]
+fn serve_answers_then_stops_cleanly_on_sigterm() {
+    use std::io::BufRead;
+    let dir = tiny_model::write("cli-serve");
+    let mut child = hipinfer()
+        .args([
+            "serve",
+            "--backend",
+            "cpu",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--model",
+        ])
+        .arg(&dir)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    let address = line
+        .split("http://")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .trim()
+        .to_string();
+    // A plain HTTP/1.1 request over a socket: the binary is all that runs here.
+    let request = |path: &str, body: Option<&str>| -> String {
+        use std::io::Read;
+        let mut stream = std::net::TcpStream::connect(&address).unwrap();
+        let text = match body {
+            Some(body) => format!(
+                "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            ),
+            None => format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+        };
+        stream.write_all(text.as_bytes()).unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        answer
+    };
+    assert!(request("/health", None).starts_with("HTTP/1.1 200"));
+    let answer = request("/embed", Some(r#"{"inputs": "hello world"}"#));
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("[["));
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn chaos_prints_its_account_and_passes() {
+    let dir = tiny_model::write("cli-chaos");
+    let output = hipinfer()
+        .args([
+            "chaos",
+            "--backend",
+            "cpu",
+            "--requests",
+            "200",
+            "--concurrency",
+            "16",
+            "--transient-rate",
+            "0.05",
+            "--oom-rate",
+            "0.02",
+            "--reset-rate",
+            "0.02",
+            "--seed",
+            "1",
+            "--model",
+        ])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(json["requests"], 200);
+    assert_eq!(json["succeeded"], 200);
+    for key in ["lost", "duplicated", "mismatched", "failed"] {
+        assert_eq!(json[key], 0, "{key}");
+    }
+    for key in ["transient", "oom", "reset"] {
+        assert!(json["injected"][key].as_u64().unwrap() > 0, "{key}");
+    }
+    for key in [
+        "op_retries",
+        "reclaims",
+        "step_replays",
+        "p50_ms",
+        "p99_ms",
+        "wall_seconds",
+    ] {
+        assert!(json.get(key).is_some(), "missing {key}");
+    }
+    let bad = hipinfer()
+        .args(["chaos", "--oom-rate", "2", "--model"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("oom_rate"));
+    std::fs::remove_dir_all(dir).unwrap();
+}

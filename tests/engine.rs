@@ -363,7 +363,8 @@ fn a_poison_input_fails_alone_and_every_other_request_succeeds() {
                     report,
                     ..
                 }) => {
-                    assert_eq!(attempts, config.step_replay.max_replays + 1);
+                    // It failed alone more than max_replays times (and maybe in company first).
+                    assert!(attempts > config.step_replay.max_replays, "{attempts}");
                     assert_eq!(code, Some(700));
                     assert_eq!(class, Recovery::Reset);
                     assert_eq!(report.failed_steps, attempts);

@@ -341,6 +341,7 @@ impl InferenceEngine {
                 index,
                 encoding,
                 failures: 0,
+                alone_failures: 0,
             })
             .collect();
         if !inner.queue.push(entries) {

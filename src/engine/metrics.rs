@@ -91,6 +91,9 @@ impl EngineMetrics {
             &["class"],
         )?;
         registry.register(Box::new(step_replays.clone()))?;
+        for class in Recovery::ALL {
+            step_replays.with_label_values(&[class.as_str()]);
+        }
         let tokens = exponential_buckets(2.0, 2.0, 10)?; // 2 … 1024
         Ok(EngineMetrics {
             requests: counter("hipinfer_requests_total", "Requests received")?,

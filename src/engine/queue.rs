@@ -20,6 +20,8 @@ pub(crate) struct Entry {
     pub encoding: Encoding,
     /// Failed steps it was part of.
     pub failures: u32,
+    /// Failed steps it ran in alone.
+    pub alone_failures: u32,
 }
 
 impl Entry {

@@ -8,8 +8,10 @@
 //!   replayed alone (one of them may be at fault), and an input that fails alone fails.
 //! - **Reclaim** (out of memory after freeing the cache): the batch is split in halves.
 //! - **Everything else**: the device is recovered (reset, weights uploaded again) and the step
-//!   replayed from its host-side inputs, after a backoff. An input present in two consecutive
-//!   failed steps is replayed alone; one that fails alone `max_replays` times fails — only it.
+//!   replayed from its host-side inputs, after a backoff. Inputs present in two consecutive
+//!   failed steps are suspects: they are isolated by halving their group at each further
+//!   failure, so a poisoned input is alone after log₂(batch) replays while the innocent halves
+//!   succeed; one that fails alone more than `max_replays` times fails — only it.
 //!
 //! Every input is answered exactly once: with its embedding, or with an error saying what
 //! failed and how often it was tried. None is dropped, whatever the runner does (a panic in a
@@ -180,8 +182,10 @@ impl Worker {
             "step failed: {}",
             failure.message
         );
+        let alone = batch.len() == 1;
         for entry in &mut batch {
             entry.failures += 1;
+            entry.alone_failures += u32::from(alone);
         }
         let now = self.clock.wall();
         for request in unique_requests(&batch) {
@@ -226,7 +230,7 @@ impl Worker {
 
         if failure.class == Recovery::Fatal {
             // Nothing to recover: find the input at fault by running each alone.
-            if batch.len() == 1 {
+            if alone {
                 batch.iter().for_each(give_up);
             } else {
                 self.metrics.replayed(failure.class);
@@ -237,9 +241,13 @@ impl Worker {
             return;
         }
 
-        let (exhausted, mut remaining): (Vec<Entry>, Vec<Entry>) = batch
-            .into_iter()
-            .partition(|e| e.failures > self.replay.max_replays);
+        // An input fails for good once it failed alone more than `max_replays` times (or, as a
+        // backstop against a device that fails every step, four times as many in all).
+        let limit = self.replay.max_replays;
+        let (exhausted, mut remaining): (Vec<Entry>, Vec<Entry>) =
+            batch.into_iter().partition(|e| {
+                e.alone_failures > limit || e.failures > limit.saturating_mul(4).max(limit + 1)
+            });
         exhausted.iter().for_each(give_up);
         remaining.retain(|e| !e.request.is_answered());
         if remaining.is_empty() {
@@ -255,19 +263,17 @@ impl Worker {
         }
         self.metrics.replayed(failure.class);
         let mut groups: Vec<Vec<Entry>> = Vec::new();
-        if failure.class == Recovery::Reclaim && remaining.len() > 1 {
+        if failure.class == Recovery::Reclaim {
             // Out of memory even after the cache was freed: a smaller batch may fit.
-            let second = remaining.split_off(remaining.len() / 2);
-            groups.push(remaining);
-            groups.push(second);
+            groups.extend(halves(remaining));
         } else {
-            // An input in two failed steps in a row may be the cause: it goes alone.
+            // Inputs in two failed steps in a row may be the cause: halve their group.
             let (suspects, others): (Vec<Entry>, Vec<Entry>) =
                 remaining.into_iter().partition(|e| e.failures >= 2);
             if !others.is_empty() {
                 groups.push(others);
             }
-            groups.extend(suspects.into_iter().map(|e| vec![e]));
+            groups.extend(halves(suspects));
         }
         for group in groups.into_iter().rev() {
             self.replays.push_front(group);
@@ -320,6 +326,18 @@ fn catch<T>(f: impl FnOnce() -> Result<T, StepFailure>) -> Result<T, StepFailure
 fn fail_deadline(request: &RequestState) {
     if let Some((deadline, _)) = request.deadline {
         request.fail(|report| EngineError::DeadlineExceeded { deadline, report });
+    }
+}
+
+/// `entries` in two halves (one group when it holds one entry, none when empty).
+fn halves(mut entries: Vec<Entry>) -> Vec<Vec<Entry>> {
+    match entries.len() {
+        0 => Vec::new(),
+        1 => vec![entries],
+        n => {
+            let second = entries.split_off(n / 2);
+            vec![entries, second]
+        }
     }
 }
 

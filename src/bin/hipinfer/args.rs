@@ -18,8 +18,9 @@ use hipinfer::ConfigError;
 )]
 pub struct Cli {
     /// Log filter (tracing's syntax: warn, info, hipinfer=debug, …); logs go to stderr.
-    #[arg(long, env = "HIPINFER_LOG", default_value = "warn", global = true)]
-    pub log: String,
+    /// Default: warn (error for chaos, whose faults are expected).
+    #[arg(long, env = "HIPINFER_LOG", global = true)]
+    pub log: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }

@@ -19,7 +19,12 @@ pub type Failure = Box<dyn std::error::Error>;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
+    let quiet = matches!(cli.command, Command::Chaos(_));
+    let log = cli
+        .log
+        .clone()
+        .unwrap_or_else(|| if quiet { "error" } else { "warn" }.into());
+    let filter = tracing_subscriber::EnvFilter::try_new(&log)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -18,21 +18,26 @@ pub fn serve(args: ServeArgs) -> Result<ExitCode, Failure> {
         payload_limit: args.payload_limit,
         auto_truncate: args.auto_truncate,
     };
-    eprintln!(
-        "hipinfer: serving {} on {} ({}) at http://{}:{}",
-        engine.model().name(),
-        engine.device().backend,
-        engine.device().name,
-        server_config.host,
-        server_config.port
-    );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(server::serve(
-        engine,
-        server_config,
-        server::shutdown_signal(),
-    ))?;
+    runtime.block_on(async {
+        let address = (server_config.host.as_str(), server_config.port);
+        let listener = tokio::net::TcpListener::bind(address).await.map_err(|e| {
+            format!(
+                "could not listen on {}:{}: {e}",
+                server_config.host, server_config.port
+            )
+        })?;
+        eprintln!(
+            "hipinfer: serving {} on {} ({}) at http://{}",
+            engine.model().name(),
+            engine.device().backend,
+            engine.device().name,
+            listener.local_addr()?
+        );
+        server::serve_on(listener, engine, server_config, server::shutdown_signal()).await?;
+        Ok::<_, Failure>(())
+    })?;
     Ok(ExitCode::SUCCESS)
 }
