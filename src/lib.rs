@@ -13,6 +13,7 @@ pub mod backend;
 pub mod chaos;
 pub mod engine;
 pub mod error;
+pub mod isolation;
 pub mod model;
 pub mod retry;
 pub mod server;

@@ -146,3 +146,22 @@ fn after_forget_old_blocks_are_not_taken_back() {
         "the old context's memory is never freed twice"
     );
 }
+
+#[test]
+fn blocks_past_the_cache_limit_are_freed_not_kept() {
+    let memory = Memory(Arc::new(CountingMemory::default()));
+    let allocator = CachingAllocator::new(memory.clone()).with_cache_limit(2048);
+    let blocks: Vec<_> = (0..4).map(|_| allocator.allocate(1024).unwrap()).collect();
+    drop(blocks);
+    assert_eq!(allocator.cached_bytes(), 2048, "two blocks fit the limit");
+    assert_eq!(
+        memory.freed.lock().len(),
+        2,
+        "the other two were freed at once"
+    );
+    // Memory is not lost: cached blocks are reused, freed ones allocated anew.
+    let again: Vec<_> = (0..4).map(|_| allocator.allocate(1024).unwrap()).collect();
+    assert_eq!(memory.allocations.load(Ordering::Relaxed), 6);
+    assert_eq!(allocator.in_use_bytes(), 4096);
+    drop(again);
+}

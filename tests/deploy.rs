@@ -55,7 +55,7 @@ fn every_metric_the_rules_and_dashboard_use_exists() {
         .registry()
         .gather()
         .iter()
-        .map(|family| family.get_name().to_string())
+        .map(|family| family.name().to_string())
         .collect();
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
     for file in [

@@ -8,6 +8,11 @@
 //! cache without freeing (the old context took its memory with it) and blocks from the old
 //! context are not taken back.
 //!
+//! The cache holds at most [`DEFAULT_CACHE_LIMIT`] bytes (set with
+//! [`CachingAllocator::with_cache_limit`]): batches of many shapes need blocks of many size
+//! classes, and a cache without a bound would keep one of each for good. A block given back past
+//! the limit is freed at once.
+//!
 //! [`forget`]: CachingAllocator::forget
 
 use std::collections::HashMap;
@@ -40,8 +45,12 @@ pub fn size_class(bytes: usize) -> usize {
     }
 }
 
+/// Bytes of free blocks the cache keeps by default (512 MiB).
+pub const DEFAULT_CACHE_LIMIT: u64 = 512 << 20;
+
 struct Shared<M: RawMemory> {
     memory: M,
+    cache_limit: AtomicU64,
     cache: Mutex<HashMap<usize, Vec<M::Block>>>,
     generation: AtomicU64,
     in_use: AtomicU64,
@@ -61,8 +70,13 @@ impl<M: RawMemory> Shared<M> {
     fn give_back(&self, class: usize, generation: u64, block: M::Block) {
         self.in_use.fetch_sub(class as u64, Ordering::Relaxed);
         if generation == self.generation.load(Ordering::Acquire) {
-            self.cache.lock().entry(class).or_default().push(block);
-            self.cached.fetch_add(class as u64, Ordering::Relaxed);
+            let limit = self.cache_limit.load(Ordering::Relaxed);
+            if self.cached.load(Ordering::Relaxed) + class as u64 <= limit {
+                self.cache.lock().entry(class).or_default().push(block);
+                self.cached.fetch_add(class as u64, Ordering::Relaxed);
+            } else if let Err(error) = self.memory.raw_free(block) {
+                self.deferred.lock().get_or_insert(error);
+            }
         }
         self.update_gauges();
     }
@@ -147,6 +161,7 @@ impl<M: RawMemory> CachingAllocator<M> {
         CachingAllocator {
             shared: Arc::new(Shared {
                 memory,
+                cache_limit: AtomicU64::new(DEFAULT_CACHE_LIMIT),
                 cache: Mutex::new(HashMap::new()),
                 generation: AtomicU64::new(0),
                 in_use: AtomicU64::new(0),
@@ -155,6 +170,12 @@ impl<M: RawMemory> CachingAllocator<M> {
                 gauges,
             }),
         }
+    }
+
+    /// Keeps at most `bytes` of free blocks; blocks given back past it are freed.
+    pub fn with_cache_limit(self, bytes: u64) -> Self {
+        self.shared.cache_limit.store(bytes, Ordering::Relaxed);
+        self
     }
 
     pub fn memory(&self) -> &M {

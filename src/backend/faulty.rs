@@ -7,8 +7,9 @@
 //!   that code until [`Backend::reset`] — a poisoned context, as on a real GPU;
 //! - **abort**: the process calls `abort()`, as ROCm ≤ 6 does on a GPU memory fault (for the
 //!   worker-isolation tests);
-//! - **poison**: every embedding launch whose input holds a given token id fails with a code —
-//!   a fault that always hits one request, for the poison-isolation tests.
+//! - **hang**: the call never returns, as a kernel stuck on the GPU (for the worker deadline);
+//! - **poison**: every embedding launch whose input holds a given token id meets a fault (a
+//!   code, an abort, a hang) — one request that always breaks its steps, for isolation tests.
 //!
 //! A failed call does nothing (no kernel runs, no byte is copied), and every error returned is
 //! counted by operation and code, so tests can compare the retry metrics with it exactly.
@@ -26,34 +27,45 @@ use super::kernel::Kernel;
 use super::traits::{Backend, DeviceInfo, Word};
 
 /// What an injected fault does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum FaultAction {
     /// The call returns this HIP error code.
     Fail(i32),
     /// The process aborts (SIGABRT), as ROCm does on a GPU memory fault.
     Abort,
+    /// The call never returns, as a kernel stuck on the GPU (for the worker step deadline).
+    Hang,
 }
 
 /// One rate rule: calls of `op` (every operation when `None`) fault with `action` at `rate`.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct FaultRule {
     pub op: Option<Op>,
     pub action: FaultAction,
     pub rate: f64,
 }
 
-/// The faults to inject.
-#[derive(Debug, Clone, PartialEq, Default)]
+/// The faults to inject (serde, so a supervisor can hand them to its worker process).
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct FaultPlan {
     pub seed: u64,
     pub rules: Vec<FaultRule>,
+    /// Embedding launches whose input holds this token id meet this fault.
+    pub poison: Option<(u32, FaultAction)>,
 }
+
+/// Told just before an injected abort or hang takes the process down (`"abort"`, `"hang"`): a
+/// worker process tells its supervisor, which counts them.
+pub type FaultNotifier = std::sync::Arc<dyn Fn(&str) + Send + Sync>;
 
 impl FaultPlan {
     pub fn new(seed: u64) -> Self {
         FaultPlan {
             seed,
             rules: Vec::new(),
+            poison: None,
         }
     }
 
@@ -76,6 +88,23 @@ impl FaultPlan {
         });
         self
     }
+
+    /// Every call of `op` hangs forever at `rate`.
+    pub fn with_hang_rate(mut self, op: Option<Op>, rate: f64) -> Self {
+        self.rules.push(FaultRule {
+            op,
+            action: FaultAction::Hang,
+            rate,
+        });
+        self
+    }
+
+    /// Every embedding launch whose input holds `token` meets `action` (an error code, an
+    /// abort, a hang): one request that deterministically breaks its steps.
+    pub fn with_poison(mut self, token: u32, action: FaultAction) -> Self {
+        self.poison = Some((token, action));
+        self
+    }
 }
 
 /// Which operations can fault (every method of [`Backend`] but `len`, `info`, `reset` and
@@ -96,17 +125,26 @@ struct Injector {
     sticky: Option<i32>,
     returned: HashMap<(Op, i32), u64>,
     injected: HashMap<i32, u64>,
-    poison: Option<(u32, i32)>,
+    poison: Option<(u32, FaultAction)>,
 }
 
 /// A backend that injects faults into `B`.
-#[derive(Debug)]
 pub struct FaultyBackend<B> {
     inner: B,
     rules: Vec<FaultRule>,
     injector: Mutex<Injector>,
     reclaims: AtomicU64,
     resets: AtomicU64,
+    notifier: Option<FaultNotifier>,
+}
+
+impl<B: std::fmt::Debug> std::fmt::Debug for FaultyBackend<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FaultyBackend")
+            .field("inner", &self.inner)
+            .field("rules", &self.rules)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<B: Backend<Error = HipError>> FaultyBackend<B> {
@@ -120,11 +158,31 @@ impl<B: Backend<Error = HipError>> FaultyBackend<B> {
                 sticky: None,
                 returned: HashMap::new(),
                 injected: HashMap::new(),
-                poison: None,
+                poison: plan.poison,
             }),
             reclaims: AtomicU64::new(0),
             resets: AtomicU64::new(0),
+            notifier: None,
         }
+    }
+
+    /// Calls `notifier` just before an injected abort or hang.
+    pub fn with_notifier(mut self, notifier: FaultNotifier) -> Self {
+        self.notifier = Some(notifier);
+        self
+    }
+
+    /// Every fresh fault injected so far: HIP code → count.
+    pub fn injected_counts(&self) -> Vec<(i32, u64)> {
+        let mut counts: Vec<(i32, u64)> = self
+            .injector
+            .lock()
+            .injected
+            .iter()
+            .map(|(&code, &n)| (code, n))
+            .collect();
+        counts.sort_unstable();
+        counts
     }
 
     /// A wrapper that injects nothing until scripted.
@@ -139,18 +197,18 @@ impl<B: Backend<Error = HipError>> FaultyBackend<B> {
     /// From now on, every embedding launch whose token ids hold `token` fails with `code`
     /// (sticky like any Reset-class fault): one input that deterministically breaks its steps.
     pub fn poison_token(&self, token: u32, code: i32) {
-        self.injector.lock().poison = Some((token, code));
+        self.injector.lock().poison = Some((token, FaultAction::Fail(code)));
     }
 
     /// Whether this launch embeds the poisoned token (read back from the device buffer).
-    fn hits_poison(&self, kernel: &Kernel<'_, B::Buffer>) -> Option<i32> {
-        let (token, code) = self.injector.lock().poison?;
+    fn hits_poison(&self, kernel: &Kernel<'_, B::Buffer>) -> Option<FaultAction> {
+        let (token, action) = self.injector.lock().poison?;
         let Kernel::Embed { ids, tokens, .. } = kernel else {
             return None;
         };
         let mut host = vec![0u32; *tokens];
         self.inner.copy_to_host(ids, &mut host).ok()?;
-        host.contains(&token).then_some(code)
+        host.contains(&token).then_some(action)
     }
 
     /// Records and returns an injected `code` for `op` (sticky when Reset-class).
@@ -215,33 +273,55 @@ impl<B: Backend<Error = HipError>> FaultyBackend<B> {
     fn check(&self, op: Op) -> Result<(), HipError> {
         debug_assert!(FAULTABLE.contains(&op));
         let mut injector = self.injector.lock();
-        let code = if let Some(code) = injector.sticky {
-            Some(code)
-        } else if let Some(code) = injector.scripts.get_mut(&op).and_then(VecDeque::pop_front) {
-            *injector.injected.entry(code).or_default() += 1;
-            Some(code)
-        } else {
-            let mut drawn = None;
-            for rule in self.rules.iter().filter(|r| r.op.is_none_or(|o| o == op)) {
-                if rule.rate > 0.0 && injector.rng.random::<f64>() < rule.rate {
-                    drawn = Some(rule.action);
-                    break;
+        if let Some(code) = injector.sticky {
+            return Err(self.inject(&mut injector, op, code));
+        }
+        if let Some(code) = injector.scripts.get_mut(&op).and_then(VecDeque::pop_front) {
+            return self.act(injector, op, FaultAction::Fail(code));
+        }
+        let mut drawn = None;
+        for rule in self.rules.iter().filter(|r| r.op.is_none_or(|o| o == op)) {
+            if rule.rate > 0.0 && injector.rng.random::<f64>() < rule.rate {
+                drawn = Some(rule.action);
+                break;
+            }
+        }
+        match drawn {
+            None => Ok(()),
+            Some(action) => self.act(injector, op, action),
+        }
+    }
+
+    /// Carries out a fresh fault: returns the error, or takes the process down.
+    fn act(
+        &self,
+        mut injector: parking_lot::MutexGuard<'_, Injector>,
+        op: Op,
+        action: FaultAction,
+    ) -> Result<(), HipError> {
+        match action {
+            FaultAction::Fail(code) => {
+                *injector.injected.entry(code).or_default() += 1;
+                Err(self.inject(&mut injector, op, code))
+            }
+            FaultAction::Abort => {
+                tracing::error!(op = op.as_str(), "fault injection: aborting the process");
+                if let Some(notify) = &self.notifier {
+                    notify("abort");
+                }
+                std::process::abort();
+            }
+            FaultAction::Hang => {
+                tracing::error!(op = op.as_str(), "fault injection: hanging");
+                if let Some(notify) = &self.notifier {
+                    notify("hang");
+                }
+                drop(injector);
+                loop {
+                    std::thread::sleep(std::time::Duration::from_secs(3600));
                 }
             }
-            match drawn {
-                None => None,
-                Some(FaultAction::Abort) => {
-                    tracing::error!(op = op.as_str(), "fault injection: aborting the process");
-                    std::process::abort();
-                }
-                Some(FaultAction::Fail(code)) => {
-                    *injector.injected.entry(code).or_default() += 1;
-                    Some(code)
-                }
-            }
-        };
-        let Some(code) = code else { return Ok(()) };
-        Err(self.inject(&mut injector, op, code))
+        }
     }
 }
 
@@ -285,12 +365,11 @@ impl<B: Backend<Error = HipError>> Backend for FaultyBackend<B> {
     fn launch(&self, kernel: Kernel<'_, B::Buffer>) -> Result<(), HipError> {
         let symbol = kernel.id().symbol();
         self.check(Op::Launch).map_err(|e| e.with_kernel(symbol))?;
-        if let Some(code) = self.hits_poison(&kernel) {
-            let mut injector = self.injector.lock();
-            *injector.injected.entry(code).or_default() += 1;
-            return Err(self
-                .inject(&mut injector, Op::Launch, code)
-                .with_kernel(symbol));
+        if let Some(action) = self.hits_poison(&kernel) {
+            let injector = self.injector.lock();
+            return self
+                .act(injector, Op::Launch, action)
+                .map_err(|e| e.with_kernel(symbol));
         }
         self.inner.launch(kernel)
     }

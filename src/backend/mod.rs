@@ -18,7 +18,7 @@ mod traits;
 pub use allocator::{size_class, CachingAllocator, PooledBlock, RawMemory};
 pub use choice::{hip_archs, open, probe_hip, BackendChoice, SelectedBackend, HIP_COMPILED};
 pub use cpu::{CpuBackend, CpuBuffer, HostMemory};
-pub use faulty::{FaultAction, FaultPlan, FaultRule, FaultyBackend};
+pub use faulty::{FaultAction, FaultNotifier, FaultPlan, FaultRule, FaultyBackend};
 #[cfg(feature = "hip")]
 pub use hip::{HipBackend, HipBuffer};
 pub use kernel::{Activation, Kernel, KernelId};

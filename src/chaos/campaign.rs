@@ -4,15 +4,15 @@
 //! that differ from the reference.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use serde::Serialize;
 
-use crate::backend::{CpuBackend, FaultPlan, FaultyBackend};
+use crate::backend::FaultPlan;
 use crate::engine::{EmbedRequest, EngineConfig, EngineError, InferenceEngine};
-use crate::error::HipError;
+use crate::error::{HipError, Op};
+use crate::isolation::Isolation;
 
 use super::corpus::corpus;
 
@@ -33,6 +33,10 @@ pub struct ChaosConfig {
     pub transient_rate: f64,
     pub oom_rate: f64,
     pub reset_rate: f64,
+    /// Per kernel launch, the rate at which the worker process aborts (as ROCm ≤ 6 does on a
+    /// memory fault) or hangs (a kernel that never finishes). Subprocess isolation only.
+    pub abort_rate: f64,
+    pub hang_rate: f64,
     /// A request not answered within this long counts as lost.
     pub request_timeout: Duration,
 }
@@ -48,6 +52,8 @@ impl ChaosConfig {
             transient_rate: 0.0,
             oom_rate: 0.0,
             reset_rate: 0.0,
+            abort_rate: 0.0,
+            hang_rate: 0.0,
             request_timeout: Duration::from_secs(300),
         }
     }
@@ -60,10 +66,20 @@ impl ChaosConfig {
             ("transient_rate", self.transient_rate),
             ("oom_rate", self.oom_rate),
             ("reset_rate", self.reset_rate),
+            ("abort_rate", self.abort_rate),
+            ("hang_rate", self.hang_rate),
         ] {
             if !(0.0..=1.0).contains(&rate) {
                 return bad(field, format!("{rate} is not a rate between 0 and 1"));
             }
+        }
+        if (self.abort_rate > 0.0 || self.hang_rate > 0.0)
+            && self.engine.isolation != Isolation::Subprocess
+        {
+            return bad(
+                "isolation",
+                "aborts and hangs take the process down: they need --isolation subprocess".into(),
+            );
         }
         if self.requests == 0 {
             return bad("requests", "must be at least 1".into());
@@ -81,6 +97,8 @@ impl ChaosConfig {
             self.oom_rate,
             self.reset_rate,
         )
+        .with_abort_rate(Some(Op::Launch), self.abort_rate)
+        .with_hang_rate(Some(Op::Launch), self.hang_rate)
     }
 }
 
@@ -99,6 +117,8 @@ pub struct Injected {
     pub transient: u64,
     pub oom: u64,
     pub reset: u64,
+    pub abort: u64,
+    pub hang: u64,
 }
 
 /// What a campaign found.
@@ -120,6 +140,11 @@ pub struct ChaosReport {
     pub reclaims: u64,
     /// Failed steps replayed after a device reset.
     pub step_replays: u64,
+    /// Worker processes restarted (subprocess isolation).
+    pub worker_restarts: u64,
+    /// From a worker's death to its replacement's first step, p50 and p99 (subprocess).
+    pub recovery_p50_ms: f64,
+    pub recovery_p99_ms: f64,
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub wall_seconds: f64,
@@ -155,21 +180,13 @@ pub fn run_campaign(
             .collect()
     };
 
-    let threads = config.engine.threads;
-    let cpu = || match threads {
-        Some(n) => CpuBackend::with_threads(n),
-        None => CpuBackend::new(),
-    };
-    let cpu_error = |e: HipError| EngineError::Backend(e.to_string());
-
-    // The reference: every distinct text, without faults.
-    let reference_engine = InferenceEngine::with_backend(
-        EngineConfig {
-            registry: None,
-            ..config.engine.clone()
-        },
-        cpu().map_err(cpu_error)?,
-    )?;
+    // The reference: every distinct text, without faults, in this process.
+    let reference_engine = InferenceEngine::new(EngineConfig {
+        registry: None,
+        faults: None,
+        isolation: Isolation::InProcess,
+        ..config.engine.clone()
+    })?;
     let mut reference = Vec::with_capacity(pool.len());
     for chunk in pool.chunks(config.engine.batching.max_client_batch_size) {
         reference.extend(reference_engine.embed(chunk)?.embeddings);
@@ -177,14 +194,11 @@ pub fn run_campaign(
     drop(reference_engine);
 
     // The faulty run.
-    let backend = Arc::new(FaultyBackend::new(cpu().map_err(cpu_error)?, config.plan()));
-    let engine = InferenceEngine::with_backend(
-        EngineConfig {
-            registry: None,
-            ..config.engine.clone()
-        },
-        backend.clone(),
-    )?;
+    let engine = InferenceEngine::new(EngineConfig {
+        registry: None,
+        faults: Some(config.plan()),
+        ..config.engine.clone()
+    })?;
     let answers: Vec<Mutex<Vec<Result<Vec<Vec<f32>>, String>>>> = (0..requests.len())
         .map(|_| Mutex::new(Vec::new()))
         .collect();
@@ -222,6 +236,15 @@ pub fn run_campaign(
         futures::future::join_all(clients).await;
     });
     let wall_seconds = started.elapsed().as_secs_f64();
+    let faults = engine.fault_totals().unwrap_or_default();
+    let mut recoveries: Vec<f64> = engine
+        .worker_status()
+        .map(|w| w.recovery_seconds())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|s| s * 1e3)
+        .collect();
+    recoveries.sort_by(f64::total_cmp);
 
     let mut report = ChaosReport {
         requests: requests.len(),
@@ -231,16 +254,18 @@ pub fn run_campaign(
         duplicated: 0,
         mismatched: 0,
         injected: Injected {
-            transient: backend.injected(TRANSIENT_CODE),
-            oom: backend.injected(OOM_CODE),
-            reset: backend.injected(RESET_CODE),
+            transient: faults.code(TRANSIENT_CODE),
+            oom: faults.code(OOM_CODE),
+            reset: faults.code(RESET_CODE),
+            abort: faults.aborts,
+            hang: faults.hangs,
         },
-        op_retries: engine
-            .retry_state()
-            .metrics()
-            .map_or(0, |m| m.retries_total()),
-        reclaims: backend.reclaims(),
+        op_retries: counter_total(&engine, "hipinfer_gpu_retry_attempts_total"),
+        reclaims: faults.reclaims,
         step_replays: engine.metrics().replays_total(),
+        worker_restarts: counter_total(&engine, "hipinfer_worker_restarts_total"),
+        recovery_p50_ms: percentile(&recoveries, 0.50),
+        recovery_p99_ms: percentile(&recoveries, 0.99),
         p50_ms: 0.0,
         p99_ms: 0.0,
         wall_seconds,
@@ -279,6 +304,18 @@ pub fn run_campaign(
     report.p50_ms = percentile(&latencies, 0.50);
     report.p99_ms = percentile(&latencies, 0.99);
     Ok(report)
+}
+
+/// The sum of a counter family's series in the engine's registry (0 when absent).
+fn counter_total(engine: &InferenceEngine, name: &str) -> u64 {
+    engine
+        .registry()
+        .gather()
+        .iter()
+        .filter(|family| family.name() == name)
+        .flat_map(|family| family.get_metric())
+        .map(|m| m.get_counter().get_value() as u64)
+        .sum()
 }
 
 /// The `p` quantile of sorted values (0 when empty).

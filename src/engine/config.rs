@@ -13,8 +13,9 @@ use std::time::Duration;
 use prometheus::Registry;
 use serde::{Deserialize, Serialize};
 
-use crate::backend::BackendChoice;
+use crate::backend::{BackendChoice, FaultPlan};
 use crate::error::ConfigError;
+use crate::isolation::{Isolation, WorkerConfig};
 use crate::model::DEFAULT_MODEL_DIR;
 use crate::retry::{parse_duration, serde_duration, BreakerConfig, BudgetConfig, RetryConfig};
 
@@ -110,6 +111,12 @@ pub struct EngineConfig {
     pub request_deadline: Option<Duration>,
     /// Seeds the retry jitter, for reproducible delays (`None`: from the OS).
     pub seed: Option<u64>,
+    /// Where steps run: `in_process` or `subprocess` (a supervised worker process).
+    pub isolation: Isolation,
+    /// The worker process, with `isolation: subprocess`.
+    pub worker: WorkerConfig,
+    /// Faults to inject into the backend (tests and `hipinfer chaos`; `None` in production).
+    pub faults: Option<FaultPlan>,
     /// Where the engine registers its metrics (`None`: a registry of its own, see
     /// `InferenceEngine::registry`). Not part of files.
     #[serde(skip)]
@@ -130,6 +137,9 @@ impl Default for EngineConfig {
             step_replay: StepReplayConfig::default(),
             request_deadline: None,
             seed: None,
+            isolation: Isolation::InProcess,
+            worker: WorkerConfig::default(),
+            faults: None,
             registry: None,
         }
     }
@@ -150,6 +160,9 @@ impl PartialEq for EngineConfig {
             && a.step_replay == b.step_replay
             && a.request_deadline == b.request_deadline
             && a.seed == b.seed
+            && a.isolation == b.isolation
+            && a.worker == b.worker
+            && a.faults == b.faults
     }
 }
 
@@ -228,6 +241,15 @@ impl EngineConfig {
         self.retry.validate()?;
         self.breaker.validate()?;
         self.budget.validate()?;
+        self.worker.validate()?;
+        if let Some(plan) = &self.faults {
+            if let Some(rule) = plan.rules.iter().find(|r| !(0.0..=1.0).contains(&r.rate)) {
+                return Err(ConfigError::new(
+                    "faults.rules.rate",
+                    format!("{} is not a rate between 0 and 1", rule.rate),
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -270,8 +292,11 @@ impl EngineConfig {
     /// `HIPINFER_STEP_MAX_REPLAYS`, `HIPINFER_STEP_REPLAY_INITIAL_DELAY`,
     /// `HIPINFER_STEP_REPLAY_MAX_DELAY`, `HIPINFER_BREAKER_FAILURE_THRESHOLD`,
     /// `HIPINFER_BREAKER_COOLDOWN`, `HIPINFER_BREAKER_HALF_OPEN_PROBES`, `HIPINFER_BUDGET_RATIO`,
-    /// `HIPINFER_BUDGET_MIN_PER_SECOND`, `HIPINFER_BUDGET_TTL`, `HIPINFER_SEED`, and every
-    /// `HIPINFER_RETRY_*` of [`RetryConfig::from_lookup`]. The error names the variable.
+    /// `HIPINFER_BUDGET_MIN_PER_SECOND`, `HIPINFER_BUDGET_TTL`, `HIPINFER_SEED`,
+    /// `HIPINFER_ISOLATION`, `HIPINFER_WORKER_PROGRAM`, `HIPINFER_WORKER_STEP_TIMEOUT`,
+    /// `HIPINFER_WORKER_START_TIMEOUT`, `HIPINFER_WORKER_MAX_RESTARTS`,
+    /// `HIPINFER_WORKER_RESTART_WINDOW`, and every `HIPINFER_RETRY_*` of
+    /// [`RetryConfig::from_lookup`]. The error names the variable.
     pub fn from_lookup(
         lookup: impl Fn(&str) -> Option<String>,
     ) -> Result<EngineConfig, ConfigError> {
@@ -359,6 +384,26 @@ impl EngineConfig {
         if let Some(v) = get("HIPINFER_SEED") {
             c.seed = Some(number(v)?);
         }
+        if let Some((name, v)) = get("HIPINFER_ISOLATION") {
+            c.isolation = v
+                .parse()
+                .map_err(|e: ConfigError| ConfigError::new(name, e.message))?;
+        }
+        if let Some((_, v)) = get("HIPINFER_WORKER_PROGRAM") {
+            c.worker.program = Some(PathBuf::from(v));
+        }
+        if let Some(v) = get("HIPINFER_WORKER_STEP_TIMEOUT") {
+            c.worker.step_timeout = duration(v)?;
+        }
+        if let Some(v) = get("HIPINFER_WORKER_START_TIMEOUT") {
+            c.worker.start_timeout = duration(v)?;
+        }
+        if let Some(v) = get("HIPINFER_WORKER_MAX_RESTARTS") {
+            c.worker.max_restarts = number(v)?;
+        }
+        if let Some(v) = get("HIPINFER_WORKER_RESTART_WINDOW") {
+            c.worker.restart_window = duration(v)?;
+        }
         c.validate()?;
         Ok(c)
     }
@@ -438,6 +483,22 @@ impl EngineConfigBuilder {
 
     pub fn seed(mut self, seed: u64) -> Self {
         self.config.seed = Some(seed);
+        self
+    }
+
+    pub fn isolation(mut self, isolation: Isolation) -> Self {
+        self.config.isolation = isolation;
+        self
+    }
+
+    pub fn worker(mut self, worker: WorkerConfig) -> Self {
+        self.config.worker = worker;
+        self
+    }
+
+    /// Injects `plan`'s faults into the backend (tests, chaos campaigns).
+    pub fn faults(mut self, plan: FaultPlan) -> Self {
+        self.config.faults = Some(plan);
         self
     }
 

@@ -10,13 +10,15 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use prometheus::Registry;
 
-use crate::backend::{self, Backend, DeviceInfo, SelectedBackend};
+use crate::backend::{Backend, DeviceInfo};
 use crate::error::{ConfigError, HipError};
+use crate::isolation::{Isolation, Supervisor, WorkerStatus};
 use crate::model::{Encoding, Model};
 use crate::retry::{BreakerState, Clock, RetryPolicy, RetryState, SystemClock};
 
 use super::config::EngineConfig;
 use super::error::EngineError;
+use super::local::{local_runner, FaultCounter, FaultTotals};
 use super::metrics::EngineMetrics;
 use super::queue::{Entry, Limits, Queue};
 use super::request::{EmbedRequest, EmbedResponse, Permit, Reply, RequestState, Submission};
@@ -64,6 +66,8 @@ struct Inner {
     retry_state: RetryState,
     in_flight: Arc<AtomicUsize>,
     health: Arc<WorkerHealth>,
+    faults: Option<FaultCounter>,
+    worker_status: Option<Arc<WorkerStatus>>,
     worker: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -85,6 +89,10 @@ pub struct EngineParts {
     pub registry: Registry,
     pub retry_state: RetryState,
     pub clock: Arc<dyn Clock>,
+    /// Reads the runner's injected-fault counters, when it injects faults.
+    pub faults: Option<FaultCounter>,
+    /// The worker process's status, with subprocess isolation.
+    pub worker: Option<Arc<WorkerStatus>>,
 }
 
 impl std::fmt::Debug for EngineParts {
@@ -97,30 +105,71 @@ impl std::fmt::Debug for EngineParts {
 }
 
 impl InferenceEngine {
-    /// Loads the model folder and opens the backend the configuration names.
+    /// Loads the model folder and opens the backend the configuration names — in this
+    /// process, or (with `isolation: subprocess`) in a supervised worker process.
     pub fn new(config: EngineConfig) -> Result<InferenceEngine, EngineError> {
         config.validate()?;
-        let opened = backend::open(config.backend, config.device, config.threads)
-            .map_err(|e| EngineError::Backend(e.to_string()))?;
-        match opened {
-            SelectedBackend::Cpu(cpu) => Self::with_backend(config, cpu),
-            #[cfg(feature = "hip")]
-            SelectedBackend::Hip(hip) => Self::with_backend(config, hip),
-        }
+        let model = Arc::new(Model::load(&config.model)?);
+        let registry = config.registry.clone().unwrap_or_default();
+        let (runner, faults, retry_state, worker): (Box<dyn StepRunner>, _, _, _) =
+            match config.isolation {
+                Isolation::InProcess => {
+                    let retry_state = retry_state(&config, &registry)?;
+                    let (runner, faults) =
+                        local_runner(&config, model.clone(), retry_state.clone(), 0, None)?;
+                    (runner, faults, retry_state, None)
+                }
+                Isolation::Subprocess => {
+                    // The device calls (and their retry metrics) are the worker's; the supervisor
+                    // serves the worker's metrics in its registry.
+                    let retry_state = RetryState::builder()
+                        .without_metrics()
+                        .build()
+                        .map_err(|e| EngineError::Backend(e.to_string()))?;
+                    let supervisor = Supervisor::start(&config, &registry)?;
+                    let faults = supervisor.fault_counter();
+                    let status = supervisor.status();
+                    (Box::new(supervisor), faults, retry_state, Some(status))
+                }
+            };
+        Self::start(EngineParts {
+            config,
+            model,
+            runner,
+            registry,
+            retry_state,
+            clock: Arc::new(SystemClock::new()),
+            faults,
+            worker,
+        })
     }
 
-    /// Loads the model folder and runs it on `backend` (any backend: a `FaultyBackend` in tests
-    /// and `hipinfer chaos`, say); every device call goes through the retry layer.
+    /// Loads the model folder and runs it in this process on `backend` (any backend: a
+    /// `FaultyBackend` in tests, say); every device call goes through the retry layer.
     pub fn with_backend<B: Backend<Error = HipError> + 'static>(
         config: EngineConfig,
         backend: B,
     ) -> Result<InferenceEngine, EngineError> {
         config.validate()?;
+        if config.isolation == Isolation::Subprocess {
+            return Err(ConfigError::new(
+                "isolation",
+                "a backend object cannot move into a worker process: use InferenceEngine::new",
+            )
+            .into());
+        }
         let model = Arc::new(Model::load(&config.model)?);
         let registry = config.registry.clone().unwrap_or_default();
         let retry_state = retry_state(&config, &registry)?;
         let policy = Arc::new(RetryPolicy::new(config.retry.clone())?);
-        let runner = InProcess::new(model.clone(), backend, policy, retry_state.clone())?;
+        let attempts = config.step_replay.max_recovery_attempts;
+        let runner = InProcess::new(
+            model.clone(),
+            backend,
+            policy,
+            retry_state.clone(),
+            attempts,
+        )?;
         Self::start(EngineParts {
             config,
             model,
@@ -128,10 +177,12 @@ impl InferenceEngine {
             registry,
             retry_state,
             clock: Arc::new(SystemClock::new()),
+            faults: None,
+            worker: None,
         })
     }
 
-    /// Starts an engine on a runner of the caller's (worker isolation uses this).
+    /// Starts an engine on a runner of the caller's.
     pub fn start(parts: EngineParts) -> Result<InferenceEngine, EngineError> {
         let EngineParts {
             config,
@@ -140,6 +191,8 @@ impl InferenceEngine {
             registry,
             retry_state,
             clock,
+            faults,
+            worker: worker_status,
         } = parts;
         config.validate()?;
         let model_max = model.config().max_seq_length;
@@ -189,6 +242,8 @@ impl InferenceEngine {
                 retry_state,
                 in_flight: Arc::new(AtomicUsize::new(0)),
                 health,
+                faults,
+                worker_status,
                 worker: Mutex::new(Some(handle)),
             }),
         })
@@ -224,6 +279,16 @@ impl InferenceEngine {
     /// The retry layer's shared state (breaker, budget, metrics).
     pub fn retry_state(&self) -> &RetryState {
         &self.inner.retry_state
+    }
+
+    /// Faults injected so far, when the configuration injects faults (`config.faults`).
+    pub fn fault_totals(&self) -> Option<FaultTotals> {
+        self.inner.faults.as_ref().map(|read| read())
+    }
+
+    /// The worker process (with subprocess isolation): its pid, its recovery times.
+    pub fn worker_status(&self) -> Option<&Arc<WorkerStatus>> {
+        self.inner.worker_status.as_ref()
     }
 
     /// Requests accepted and not yet answered.

@@ -10,6 +10,7 @@
 mod config;
 mod error;
 mod inference;
+mod local;
 mod metrics;
 mod queue;
 mod report;
@@ -20,6 +21,7 @@ mod worker;
 pub use config::{BatchingConfig, EngineConfig, EngineConfigBuilder, StepReplayConfig};
 pub use error::EngineError;
 pub use inference::{retry_state, EngineParts, Health, InferenceEngine};
+pub use local::{local_runner, FaultCounter, FaultTotals};
 pub use metrics::{EngineMetrics, FAILURE_REASONS};
 pub use report::{RetryRecord, RetryReport, RetryScope};
 pub use request::{EmbedRequest, EmbedResponse, Timings};

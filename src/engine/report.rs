@@ -4,14 +4,14 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::backend::RecoveredCall;
 use crate::error::{Op, Recovery};
 use crate::retry::AttemptRecord;
 
 /// Where a retry happened.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RetryScope {
     /// One device call retried in place (`Resilient`).
@@ -23,17 +23,20 @@ pub enum RetryScope {
 }
 
 /// One failed attempt on the way to a request's answer (or its failure).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RetryRecord {
     pub scope: RetryScope,
     /// The attempt that failed: of the device call (`op`), or of the input's step (`step`).
     pub attempt: u32,
-    #[serde(serialize_with = "unix_seconds")]
+    /// Seconds since the Unix epoch.
+    #[serde(
+        serialize_with = "unix_seconds",
+        deserialize_with = "from_unix_seconds"
+    )]
     pub timestamp: SystemTime,
     /// The device operation that failed, where known.
     pub op: Option<Op>,
     /// The recovery class acted on.
-    #[serde(serialize_with = "recovery_name")]
     pub class: Recovery,
     /// What was done or why it stopped (`retried`, `reclaimed`, `replayed`, `isolated`,
     /// `exhausted`, `reset`, …).
@@ -51,8 +54,11 @@ fn unix_seconds<S: Serializer>(time: &SystemTime, s: S) -> Result<S::Ok, S::Erro
     s.serialize_f64(since.as_secs_f64())
 }
 
-fn recovery_name<S: Serializer>(class: &Recovery, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(class.as_str())
+fn from_unix_seconds<'de, D: Deserializer<'de>>(d: D) -> Result<SystemTime, D::Error> {
+    let seconds = f64::deserialize(d)?;
+    Duration::try_from_secs_f64(seconds)
+        .map(|since| UNIX_EPOCH + since)
+        .map_err(serde::de::Error::custom)
 }
 
 impl RetryRecord {
@@ -95,17 +101,23 @@ impl RetryReport {
         self.history.is_empty()
     }
 
-    /// Adds the device calls of a step that succeeded only after retries.
-    pub fn add_recovered(&mut self, calls: &[RecoveredCall]) {
-        for call in calls {
-            self.retries += call.history.retries();
-            self.history.extend(
+    /// The records of device calls that succeeded only after retries.
+    pub fn records_of(calls: &[RecoveredCall]) -> Vec<RetryRecord> {
+        calls
+            .iter()
+            .flat_map(|call| {
                 call.history
                     .attempts
                     .iter()
-                    .map(|a| RetryRecord::from_attempt(call.op, a)),
-            );
-        }
+                    .map(|a| RetryRecord::from_attempt(call.op, a))
+            })
+            .collect()
+    }
+
+    /// Adds the failed attempts of device calls that succeeded after retries (each was retried).
+    pub fn add_recovered(&mut self, records: &[RetryRecord]) {
+        self.retries += records.len() as u32;
+        self.history.extend(records.iter().cloned());
     }
 
     /// Adds a failed step (and the device-call attempts inside it).

@@ -6,21 +6,21 @@ use std::sync::Arc;
 
 use crate::backend::{Backend, DeviceInfo, Kernel, RecoveredCall, Resilient};
 use crate::error::{Classify, HipError, Op, Recovery};
-use crate::model::{Embedder, Encoding, Model, ModelError};
+use crate::model::{DeviceWeights, Embedder, Encoding, Model, ModelError};
 use crate::retry::{BreakerState, GiveUpReason, RetryError, RetryPolicy, RetryState};
 
-use super::report::RetryRecord;
+use super::report::{RetryRecord, RetryReport};
 
-/// A step's result: one raw (not normalised) mean-pooled embedding per input, and the device
-/// calls that needed retries on the way.
+/// A step's result: one raw (not normalised) mean-pooled embedding per input, and the failed
+/// attempts of device calls that succeeded after retries on the way.
 #[derive(Debug, Clone, Default)]
 pub struct StepOutput {
     pub embeddings: Vec<Vec<f32>>,
-    pub recovered: Vec<RecoveredCall>,
+    pub recovered: Vec<RetryRecord>,
 }
 
 /// Why a step failed, in the terms the replay ladder acts on.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct StepFailure {
     /// What to do about it: Fatal is not replayed as is; everything else is, after recovery.
     pub class: Recovery,
@@ -57,15 +57,7 @@ impl StepFailure {
 
     /// From a model error, keeping the retry layer's account when the device failed.
     pub fn from_model_error(error: &ModelError, recovered: &[RecoveredCall]) -> StepFailure {
-        let mut attempts: Vec<RetryRecord> = recovered
-            .iter()
-            .flat_map(|call| {
-                call.history
-                    .attempts
-                    .iter()
-                    .map(|a| RetryRecord::from_attempt(call.op, a))
-            })
-            .collect();
+        let mut attempts = RetryReport::records_of(recovered);
         let ModelError::Device {
             recovery, source, ..
         } = error
@@ -162,16 +154,36 @@ impl<B: Backend<Error = HipError>> std::fmt::Debug for InProcess<B> {
 }
 
 impl<B: Backend<Error = HipError>> InProcess<B> {
-    /// Wraps `backend` in the retry layer and uploads the weights.
+    /// Wraps `backend` in the retry layer and uploads the weights; an upload that fails on the
+    /// device (not for a Fatal reason) is tried again after a reset, up to `upload_attempts`
+    /// times in all.
     pub fn new(
         model: Arc<Model>,
         backend: B,
         policy: Arc<RetryPolicy>,
         state: RetryState,
+        upload_attempts: u32,
     ) -> Result<Self, ModelError> {
         let resilient = Resilient::new(backend, policy, state);
+        let mut attempt = 1;
+        let weights = loop {
+            match DeviceWeights::upload(&resilient, model.weights(), &model.config().bert) {
+                Ok(weights) => break weights,
+                Err(error)
+                    if attempt < upload_attempts
+                        && error.recovery().is_some_and(|r| r != Recovery::Fatal) =>
+                {
+                    tracing::warn!(attempt, "uploading the weights failed, resetting: {error}");
+                    let _ = resilient.reset();
+                    resilient.take_recovered();
+                    attempt += 1;
+                }
+                Err(error) => return Err(error),
+            }
+        };
+        resilient.take_recovered();
         Ok(InProcess {
-            embedder: Embedder::new(model, resilient)?,
+            embedder: Embedder::with_weights(model, resilient, weights),
         })
     }
 
@@ -187,7 +199,7 @@ impl<B: Backend<Error = HipError>> StepRunner for InProcess<B> {
         match result {
             Ok(embeddings) => Ok(StepOutput {
                 embeddings,
-                recovered,
+                recovered: RetryReport::records_of(&recovered),
             }),
             Err(error) => Err(StepFailure::from_model_error(&error, &recovered)),
         }

@@ -65,6 +65,23 @@ impl Recovery {
     }
 }
 
+/// In JSON (reports, the worker protocol) a class is its name (`"reset"`).
+impl serde::Serialize for Recovery {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Recovery {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Recovery, D::Error> {
+        let name = String::deserialize(d)?;
+        Recovery::ALL
+            .into_iter()
+            .find(|r| r.as_str() == name)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown recovery class {name:?}")))
+    }
+}
+
 impl fmt::Display for Recovery {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())

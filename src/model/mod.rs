@@ -138,6 +138,15 @@ impl<B: Backend> Embedder<B> {
         })
     }
 
+    /// An embedder over weights already uploaded to `backend` (by [`DeviceWeights::upload`]).
+    pub fn with_weights(model: Arc<Model>, backend: B, weights: DeviceWeights<B::Buffer>) -> Self {
+        Embedder {
+            model,
+            backend,
+            weights: RwLock::new(weights),
+        }
+    }
+
     pub fn model(&self) -> &Arc<Model> {
         &self.model
     }

@@ -6,6 +6,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use hipinfer::backend::BackendChoice;
 use hipinfer::engine::EngineConfig;
+use hipinfer::isolation::Isolation;
 use hipinfer::model::DEFAULT_MODEL_DIR;
 use hipinfer::retry::parse_duration;
 use hipinfer::ConfigError;
@@ -81,6 +82,13 @@ pub struct EngineArgs {
     /// A request not answered within this long fails (e.g. 30s).
     #[arg(long, env = "HIPINFER_REQUEST_DEADLINE", value_parser = duration)]
     pub request_deadline: Option<Duration>,
+    /// in_process, or subprocess: the backend runs in a supervised worker process that is
+    /// restarted (and its step replayed) when it dies or hangs.
+    #[arg(long, env = "HIPINFER_ISOLATION")]
+    pub isolation: Option<Isolation>,
+    /// With subprocess isolation: a step not answered within this long means a hung worker.
+    #[arg(long, env = "HIPINFER_WORKER_STEP_TIMEOUT", value_parser = duration)]
+    pub worker_step_timeout: Option<Duration>,
 }
 
 fn duration(text: &str) -> Result<Duration, String> {
@@ -120,6 +128,12 @@ impl EngineArgs {
         }
         if self.request_deadline.is_some() {
             config.request_deadline = self.request_deadline;
+        }
+        if let Some(isolation) = self.isolation {
+            config.isolation = isolation;
+        }
+        if let Some(timeout) = self.worker_step_timeout {
+            config.worker.step_timeout = timeout;
         }
         config.validate()?;
         Ok(config)
@@ -228,6 +242,13 @@ pub struct ChaosArgs {
     pub seed: u64,
     #[command(flatten)]
     pub faults: FaultArgs,
+    /// Per kernel launch: the worker process aborts (needs --isolation subprocess).
+    #[arg(long, env = "HIPINFER_ABORT_RATE", default_value_t = 0.0)]
+    pub abort_rate: f64,
+    /// Per kernel launch: the worker process hangs until the step deadline kills it (needs
+    /// --isolation subprocess; see --worker-step-timeout).
+    #[arg(long, env = "HIPINFER_HANG_RATE", default_value_t = 0.0)]
+    pub hang_rate: f64,
 }
 
 #[derive(Args)]

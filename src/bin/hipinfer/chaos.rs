@@ -15,11 +15,15 @@ pub fn chaos(args: ChaosArgs) -> Result<ExitCode, Failure> {
             "chaos injects its faults into the CPU backend: use --backend cpu or auto".into(),
         );
     }
-    let engine = args.engine.engine_config(&args.common)?;
+    let mut engine = args.engine.engine_config(&args.common)?;
+    // A campaign counts worker restarts rather than capping them.
+    engine.worker.max_restarts = u32::MAX;
     let mut config = ChaosConfig::new(engine, args.requests, args.concurrency, args.seed);
     config.transient_rate = args.faults.transient_rate;
     config.oom_rate = args.faults.oom_rate;
     config.reset_rate = args.faults.reset_rate;
+    config.abort_rate = args.abort_rate;
+    config.hang_rate = args.hang_rate;
     let progress = Progress::new("chaos");
     progress.note("reference run (no faults), then the faulty run");
     let report = run_campaign(&config, &|done, total| progress.update(done, total))?;

@@ -18,6 +18,8 @@ use clap::Parser;
 pub type Failure = Box<dyn std::error::Error>;
 
 fn main() -> ExitCode {
+    // Started as a worker process by a supervising engine: serve it, then exit.
+    hipinfer::isolation::run_worker_if_requested();
     let cli = Cli::parse();
     let quiet = matches!(cli.command, Command::Chaos(_));
     let log = cli

@@ -1,0 +1,219 @@
+//! The worker process: connects to its supervisor's socket, loads the model, opens the backend,
+//! and runs steps, probes and recoveries until told to stop or its supervisor goes away.
+//!
+//! Any binary can be a worker: call [`run_worker_if_requested`] first thing in `main`. When the
+//! process was started as a worker (the supervisor sets [`SOCKET_ENV`]) it serves and exits;
+//! otherwise it returns at once. The `hipinfer` binary does this, so an embedding application
+//! can also point `worker.program` at it instead.
+
+use std::io::BufReader;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use prometheus::Registry;
+
+use crate::engine::{
+    local_runner, retry_state, EngineConfig, FaultCounter, RetryRecord, StepRunner,
+};
+use crate::model::Model;
+use crate::retry::BreakerState;
+
+use super::forwarded_metrics::snapshot;
+use super::protocol::{FromWorker, ProtocolError, ToWorker, WorkerReady, WorkerReport};
+
+/// The variable that makes a process a worker: the path of its supervisor's socket.
+pub const SOCKET_ENV: &str = "HIPINFER_WORKER_SOCKET";
+
+/// Serves as a worker and exits when this process was started as one; returns otherwise.
+pub fn run_worker_if_requested() {
+    let Some(socket) = std::env::var_os(SOCKET_ENV) else {
+        return;
+    };
+    let code = match serve(Path::new(&socket)) {
+        Ok(()) => 0,
+        Err(message) => {
+            eprintln!("hipinfer worker {}: {message}", std::process::id());
+            1
+        }
+    };
+    std::process::exit(code);
+}
+
+/// Exits this process when its parent is gone (it was re-parented), so a supervisor killed
+/// without warning leaves no worker behind — even one stuck in a hung kernel.
+fn exit_with_parent() {
+    let parent = std::os::unix::process::parent_id();
+    let _ = std::thread::Builder::new()
+        .name("hipinfer-parent-watch".into())
+        .spawn(move || loop {
+            std::thread::sleep(Duration::from_millis(200));
+            if std::os::unix::process::parent_id() != parent {
+                std::process::exit(3);
+            }
+        });
+}
+
+type Writer = Arc<Mutex<UnixStream>>;
+
+fn send(writer: &Writer, message: &FromWorker) -> Result<(), String> {
+    message
+        .write(&mut *writer.lock())
+        .map_err(|e| format!("could not answer the supervisor: {e}"))
+}
+
+/// What the worker keeps between messages.
+struct Worker {
+    runner: Box<dyn StepRunner>,
+    registry: Registry,
+    faults: Option<FaultCounter>,
+    /// The retry totals when metrics were last reported (to send them only when they change).
+    reported: Option<(u64, u64)>,
+    retry_state: crate::retry::RetryState,
+}
+
+impl Worker {
+    fn report(&mut self, recovered: Vec<RetryRecord>) -> WorkerReport {
+        let totals = self
+            .retry_state
+            .metrics()
+            .map(|m| (m.retries_total(), m.errors_total()));
+        let metrics = if totals != self.reported {
+            self.reported = totals;
+            serde_json::to_value(snapshot(&self.registry)).ok()
+        } else {
+            None
+        };
+        let faults = self.faults.as_ref().map(|read| read()).unwrap_or_default();
+        WorkerReport {
+            recovered,
+            metrics,
+            breaker: match self.runner.breaker_state() {
+                BreakerState::Closed => "closed",
+                BreakerState::HalfOpen => "half_open",
+                BreakerState::Open => "open",
+            }
+            .into(),
+            injected: faults.injected,
+            reclaims: faults.reclaims,
+        }
+    }
+}
+
+fn serve(socket: &Path) -> Result<(), String> {
+    let stream = UnixStream::connect(socket)
+        .map_err(|e| format!("could not connect to {}: {e}", socket.display()))?;
+    exit_with_parent();
+    let mut reader = BufReader::new(
+        stream
+            .try_clone()
+            .map_err(|e| format!("could not clone the socket: {e}"))?,
+    );
+    let writer: Writer = Arc::new(Mutex::new(stream));
+    let start = match ToWorker::read(&mut reader) {
+        Ok(ToWorker::Start(start)) => start,
+        Ok(other) => return Err(format!("expected Start first, got {other:?}")),
+        Err(e) => return Err(format!("no Start message: {e}")),
+    };
+    let mut worker = match start_worker(&start, &writer) {
+        Ok(worker) => worker,
+        Err(message) => {
+            let _ = send(
+                &writer,
+                &FromWorker::StartFailed {
+                    message: message.clone(),
+                },
+            );
+            return Err(message);
+        }
+    };
+    let device = worker.runner.device();
+    send(
+        &writer,
+        &FromWorker::Ready(WorkerReady {
+            backend: device.backend.to_string(),
+            device: device.device,
+            name: device.name,
+            arch: device.arch,
+            total_memory: device.total_memory,
+            compute_units: device.compute_units,
+            pid: std::process::id(),
+        }),
+    )?;
+    loop {
+        let message = match ToWorker::read(&mut reader) {
+            Ok(message) => message,
+            Err(ProtocolError::Closed) => return Ok(()),
+            Err(e) => return Err(e.to_string()),
+        };
+        let reply = match message {
+            ToWorker::Step { id, inputs } => match worker.runner.run(&inputs) {
+                Ok(output) => FromWorker::StepDone {
+                    id,
+                    embeddings: output.embeddings,
+                    report: worker.report(output.recovered),
+                },
+                Err(failure) => FromWorker::StepFailed {
+                    id,
+                    failure,
+                    report: worker.report(Vec::new()),
+                },
+            },
+            ToWorker::Probe { id } => {
+                let error = worker.runner.probe().err().map(|f| f.message);
+                FromWorker::ProbeDone {
+                    id,
+                    error,
+                    report: worker.report(Vec::new()),
+                }
+            }
+            ToWorker::Recover { id } => {
+                let failure = worker.runner.recover().err();
+                FromWorker::RecoverDone {
+                    id,
+                    failure,
+                    report: worker.report(Vec::new()),
+                }
+            }
+            ToWorker::Shutdown => return Ok(()),
+            ToWorker::Start(_) => return Err("started twice".into()),
+        };
+        send(&writer, &reply)?;
+    }
+}
+
+fn start_worker(start: &super::protocol::WorkerStart, writer: &Writer) -> Result<Worker, String> {
+    let mut config: EngineConfig = serde_json::from_value(start.config.clone())
+        .map_err(|e| format!("bad engine configuration from the supervisor: {e}"))?;
+    config.faults = match &start.faults {
+        Some(plan) => Some(
+            serde_json::from_value(plan.clone())
+                .map_err(|e| format!("bad fault plan from the supervisor: {e}"))?,
+        ),
+        None => None,
+    };
+    let model = Arc::new(Model::load(&config.model).map_err(|e| e.to_string())?);
+    let registry = Registry::new();
+    let state = retry_state(&config, &registry).map_err(|e| e.to_string())?;
+    let notify_writer = writer.clone();
+    let notifier: crate::backend::FaultNotifier = Arc::new(move |kind: &str| {
+        let _ = FromWorker::Injected { kind: kind.into() }.write(&mut *notify_writer.lock());
+    });
+    let (runner, faults) = local_runner(
+        &config,
+        model,
+        state.clone(),
+        start.incarnation,
+        Some(notifier),
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(Worker {
+        runner,
+        registry,
+        faults,
+        reported: None,
+        retry_state: state,
+    })
+}
