@@ -281,3 +281,64 @@ fn chaos_prints_its_account_and_passes() {
     assert!(String::from_utf8_lossy(&bad.stderr).contains("oom_rate"));
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn serve_with_a_worker_process_leaves_no_process_behind() {
+    use std::io::BufRead;
+    let dir = tiny_model::write("cli-serve-isolated");
+    let mut child = hipinfer()
+        .args([
+            "serve",
+            "--backend",
+            "cpu",
+            "--isolation",
+            "subprocess",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--model",
+        ])
+        .arg(&dir)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("http://") {
+        line.clear();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "serve exited early"
+        );
+    }
+    // The worker is the serving process's child.
+    let server_pid = child.id().to_string();
+    let workers: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str().map(String::from))
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| {
+                    s.rsplit_once(')')
+                        .map(|(_, rest)| rest.split_whitespace().nth(1) == Some(&server_pid))
+                })
+                .unwrap_or(false)
+        })
+        .collect();
+    assert_eq!(workers.len(), 1, "one worker process: {workers:?}");
+    let status = Command::new("kill")
+        .args(["-TERM", &server_pid])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    for pid in workers {
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "worker {pid} outlived the server"
+        );
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}

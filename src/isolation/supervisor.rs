@@ -576,8 +576,10 @@ impl Supervisor {
         }
         let now = Instant::now();
         if !self.breaker.allows(now) {
+            // Reset-class, so the engine tries to recover (and, while the breaker holds, fails
+            // to, and reports itself unhealthy): the inputs are not at fault.
             return Err(StepFailure {
-                class: Recovery::Fatal,
+                class: Recovery::Reset,
                 reason: "crash_loop".into(),
                 what: "worker process".into(),
                 op: None,

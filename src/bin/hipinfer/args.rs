@@ -190,9 +190,12 @@ pub struct BenchArgs {
     #[arg(long, env = "HIPINFER_BENCH_SECONDS", default_value_t = 10.0)]
     pub seconds: f64,
     /// Measure the HTTP server under concurrent clients against the engine alone.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "engine_only")]
     pub http: bool,
-    /// Concurrent clients (with --http).
+    /// Measure the engine (queue, batching, isolation) under concurrent callers.
+    #[arg(long)]
+    pub engine_only: bool,
+    /// Concurrent clients (with --http or --engine-only).
     #[arg(long, env = "HIPINFER_BENCH_CLIENTS", default_value_t = 64)]
     pub clients: usize,
     #[command(flatten)]

@@ -2,7 +2,7 @@
 //! of the library.
 
 mod args;
-mod bench_http;
+mod bench_engine;
 mod chaos;
 mod info;
 mod model;
@@ -34,7 +34,7 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Embed(args) => model::embed(args),
-        Command::Bench(args) if args.http => bench_http::bench(args),
+        Command::Bench(args) if args.http || args.engine_only => bench_engine::bench(args),
         Command::Bench(args) => model::bench(args),
         Command::Serve(args) => serve::serve(args),
         Command::Chaos(args) => chaos::chaos(args),

@@ -1,6 +1,7 @@
-//! `bench --http`: the server under concurrent clients, next to the engine alone under the same
-//! concurrency (what HTTP costs), and optionally the server with faults injected (what the
-//! faults cost). Each phase runs `--seconds` after a warm-up; one JSON line.
+//! `bench --engine-only` and `bench --http`: the engine under concurrent callers (its
+//! configured isolation included), and with `--http` also the server under as many HTTP
+//! clients (what HTTP costs) and optionally the server with faults injected (what the faults
+//! cost). Each phase runs `--seconds` after a warm-up; one JSON line.
 
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -183,6 +184,18 @@ pub fn bench(args: BenchArgs) -> Result<ExitCode, Failure> {
         engine_phase(&engine, &text, clients, seconds.min(1.0)).await?; // warm-up
         let engine_only = summary(seq, engine_phase(&engine, &text, clients, seconds).await?);
         engine.shutdown_async().await;
+        if !args.http {
+            return Ok(json!({
+                "mode": "engine",
+                "isolation": config.isolation.to_string(),
+                "clients": clients,
+                "seq": seq,
+                "threads": threads,
+                "backend": engine.device().backend,
+                "max_batch_tokens": config.batching.max_batch_tokens,
+                "engine_only": engine_only,
+            }));
+        }
 
         progress.note("through HTTP");
         let engine = fresh()?;
@@ -195,6 +208,7 @@ pub fn bench(args: BenchArgs) -> Result<ExitCode, Failure> {
         };
         let mut output = json!({
             "mode": "http",
+            "isolation": config.isolation.to_string(),
             "clients": clients,
             "seq": seq,
             "threads": threads,
