@@ -15,6 +15,49 @@ fn hipinfer() -> Command {
     command
 }
 
+/// Starts `hipinfer serve` on a free local port with `extra` flags; returns the process and the
+/// address it printed.
+fn start_serve(dir: &std::path::Path, extra: &[&str]) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let mut child = hipinfer()
+        .args([
+            "serve",
+            "--backend",
+            "cpu",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+        ])
+        .args(extra)
+        .arg("--model")
+        .arg(dir)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("http://") {
+        line.clear();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "serve exited early"
+        );
+    }
+    let address = line.split("http://").nth(1).unwrap().trim().to_string();
+    (child, address)
+}
+
+/// Sends SIGTERM to `child` and returns its exit code.
+fn terminate(mut child: std::process::Child) -> Option<i32> {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    child.wait().unwrap().code()
+}
+
 #[test]
 fn embed_prints_one_json_object() {
     let dir = tiny_model::write("cli-embed");
@@ -168,32 +211,8 @@ fn info_reports_the_backends() {
 
 #[test]
 fn serve_answers_then_stops_cleanly_on_sigterm() {
-    use std::io::BufRead;
     let dir = tiny_model::write("cli-serve");
-    let mut child = hipinfer()
-        .args([
-            "serve",
-            "--backend",
-            "cpu",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--model",
-        ])
-        .arg(&dir)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    stderr.read_line(&mut line).unwrap();
-    let address = line
-        .split("http://")
-        .nth(1)
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-        .trim()
-        .to_string();
+    let (child, address) = start_serve(&dir, &[]);
     // A plain HTTP/1.1 request over a socket: the binary is all that runs here.
     let request = |path: &str, body: Option<&str>| -> String {
         use std::io::Read;
@@ -214,12 +233,7 @@ fn serve_answers_then_stops_cleanly_on_sigterm() {
     let answer = request("/embed", Some(r#"{"inputs": "hello world"}"#));
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.contains("[["));
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    assert_eq!(child.wait().unwrap().code(), Some(0));
+    assert_eq!(terminate(child), Some(0));
     std::fs::remove_dir_all(dir).unwrap();
 }
 
@@ -284,56 +298,12 @@ fn chaos_prints_its_account_and_passes() {
 
 #[test]
 fn serve_with_a_worker_process_leaves_no_process_behind() {
-    use std::io::BufRead;
     let dir = tiny_model::write("cli-serve-isolated");
-    let mut child = hipinfer()
-        .args([
-            "serve",
-            "--backend",
-            "cpu",
-            "--isolation",
-            "subprocess",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--model",
-        ])
-        .arg(&dir)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    while !line.contains("http://") {
-        line.clear();
-        assert!(
-            stderr.read_line(&mut line).unwrap() > 0,
-            "serve exited early"
-        );
-    }
+    let (child, _) = start_serve(&dir, &["--isolation", "subprocess"]);
     // The worker is the serving process's child.
-    let server_pid = child.id().to_string();
-    let workers: Vec<String> = std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str().map(String::from))
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|s| {
-                    s.rsplit_once(')')
-                        .map(|(_, rest)| rest.split_whitespace().nth(1) == Some(&server_pid))
-                })
-                .unwrap_or(false)
-        })
-        .collect();
+    let workers = support::children_of(child.id());
     assert_eq!(workers.len(), 1, "one worker process: {workers:?}");
-    let status = Command::new("kill")
-        .args(["-TERM", &server_pid])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    assert_eq!(child.wait().unwrap().code(), Some(0));
+    assert_eq!(terminate(child), Some(0));
     for pid in workers {
         assert!(
             !std::path::Path::new(&format!("/proc/{pid}")).exists(),

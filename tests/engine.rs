@@ -12,8 +12,8 @@ use hipinfer::engine::{EmbedRequest, EngineConfig, EngineError, InferenceEngine,
 use hipinfer::model::{Embedder, Model};
 use hipinfer::retry::{Jitter, RetryConfig};
 use hipinfer::{Op, Recovery};
-use support::gate::{Gate, Gated};
-use support::{sample, scrape, tiny_model};
+use support::gate::{gated_engine, Gate, Gated};
+use support::{embed_each_concurrently, sample, scrape, tiny_model};
 
 fn config(name: &str) -> EngineConfig {
     EngineConfig::builder()
@@ -175,16 +175,8 @@ fn a_shorter_input_limit_truncates_like_the_tokenizer() {
 fn overload_is_refused_at_once_and_nothing_is_lost() {
     let mut config = config("engine-overload");
     config.batching.max_concurrent_requests = 2;
-    let gate = Gate::closed();
-    let engine = InferenceEngine::with_backend(
-        config,
-        Gated {
-            inner: cpu(),
-            gate: gate.clone(),
-        },
-    );
     // The weights upload launches nothing, so the engine starts with the gate closed.
-    let engine = engine.unwrap();
+    let (engine, gate) = gated_engine(config);
     let held: Vec<_> = (0..2)
         .map(|_| {
             let engine = engine.clone();
@@ -337,22 +329,14 @@ fn a_poison_input_fails_alone_and_every_other_request_succeeds() {
     let config = config("engine-poison");
     let (engine, backend) = faulty(&config);
     backend.poison_token(8, 700); // every step holding "rust" hits an illegal address
-    let results: Vec<_> = std::thread::scope(|scope| {
-        let handles: Vec<_> = [
-            "hello world",
-            "rust is fast",
-            "world !",
-            "fast , hello",
-            "hello",
-        ]
-        .into_iter()
-        .map(|text| {
-            let engine = engine.clone();
-            scope.spawn(move || (text, engine.embed(&[text])))
-        })
-        .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    });
+    let texts = [
+        "hello world",
+        "rust is fast",
+        "world !",
+        "fast , hello",
+        "hello",
+    ];
+    let results = embed_each_concurrently(&engine, &texts);
     for (text, result) in results {
         if text.contains("rust") {
             match result {
@@ -382,15 +366,7 @@ fn a_poison_input_fails_alone_and_every_other_request_succeeds() {
 fn a_request_past_its_deadline_fails_with_the_deadline() {
     let mut config = config("engine-deadline");
     config.request_deadline = Some(Duration::from_millis(20));
-    let gate = Gate::closed();
-    let engine = InferenceEngine::with_backend(
-        config,
-        Gated {
-            inner: cpu(),
-            gate: gate.clone(),
-        },
-    )
-    .unwrap();
+    let (engine, gate) = gated_engine(config);
     let first = {
         let engine = engine.clone();
         std::thread::spawn(move || engine.embed(&["hello"]))
@@ -415,15 +391,7 @@ fn a_request_past_its_deadline_fails_with_the_deadline() {
 #[test]
 fn shutdown_answers_everything_queued_then_refuses() {
     let config = config("engine-shutdown");
-    let gate = Gate::closed();
-    let engine = InferenceEngine::with_backend(
-        config,
-        Gated {
-            inner: cpu(),
-            gate: gate.clone(),
-        },
-    )
-    .unwrap();
+    let (engine, gate) = gated_engine(config);
     let pending: Vec<_> = TEXTS
         .iter()
         .map(|t| {

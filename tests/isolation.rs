@@ -45,21 +45,7 @@ fn alive(pid: u32) -> bool {
 
 /// Our children still in the process table (zombies included).
 fn children() -> Vec<u32> {
-    let me = std::process::id().to_string();
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|stat| {
-                    // pid (comm) state ppid …; comm may hold spaces, so split after the ')'.
-                    let rest = stat.rsplit_once(')')?.1;
-                    rest.split_whitespace().nth(1).map(|ppid| ppid == me)
-                })
-                .unwrap_or(false)
-        })
-        .collect()
+    support::children_of(std::process::id())
 }
 
 #[test]
@@ -119,16 +105,7 @@ fn a_request_that_kills_the_worker_fails_alone() {
         "hello",
         "is it",
     ];
-    let results: Vec<_> = std::thread::scope(|scope| {
-        let handles: Vec<_> = texts
-            .iter()
-            .map(|&text| {
-                let engine = engine.clone();
-                scope.spawn(move || (text, engine.embed(&[text])))
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    });
+    let results = support::embed_each_concurrently(&engine, &texts);
     for (text, result) in results {
         if text.contains("rust") {
             match result {

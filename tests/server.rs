@@ -16,7 +16,7 @@ use hipinfer::retry::{BudgetConfig, Jitter, RetryConfig};
 use hipinfer::server::{serve_on, ServerConfig};
 use hipinfer::{Op, Recovery};
 use serde_json::{json, Value};
-use support::gate::{Gate, Gated};
+use support::gate::gated_engine;
 use support::{sample, tiny_model};
 
 fn config(name: &str) -> EngineConfig {
@@ -293,15 +293,7 @@ async fn every_error_status_from_a_real_request() {
 async fn overload_answers_429_while_the_limit_is_held() {
     let mut config = config("server-overload");
     config.batching.max_concurrent_requests = 1;
-    let gate = Gate::closed();
-    let engine = InferenceEngine::with_backend(
-        config,
-        Gated {
-            inner: cpu(),
-            gate: gate.clone(),
-        },
-    )
-    .unwrap();
+    let (engine, gate) = gated_engine(config);
     let server = Arc::new(Server::start(engine.clone(), ServerConfig::default()).await);
     let held = {
         let server = server.clone();
@@ -463,15 +455,7 @@ async fn sixty_four_clients_under_faults_get_every_answer_right_and_the_metrics_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_drains_the_requests_in_flight() {
-    let gate = Gate::closed();
-    let engine = InferenceEngine::with_backend(
-        config("server-drain"),
-        Gated {
-            inner: cpu(),
-            gate: gate.clone(),
-        },
-    )
-    .unwrap();
+    let (engine, gate) = gated_engine(config("server-drain"));
     let server = Server::start(engine.clone(), ServerConfig::default()).await;
     let (client, base) = (server.client.clone(), server.base.clone());
     let in_flight = tokio::spawn(async move {

@@ -142,9 +142,13 @@ pub struct ChaosReport {
     pub step_replays: u64,
     /// Worker processes restarted (subprocess isolation).
     pub worker_restarts: u64,
-    /// From a worker's death to its replacement's first step, p50 and p99 (subprocess).
+    /// From a worker's death to its replacement's first completed step (the replayed step's
+    /// own time included), p50 and p99 (subprocess).
     pub recovery_p50_ms: f64,
     pub recovery_p99_ms: f64,
+    /// From a worker's death to its replacement being ready (started, weights loaded).
+    pub restart_p50_ms: f64,
+    pub restart_p99_ms: f64,
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub wall_seconds: f64,
@@ -156,6 +160,9 @@ impl ChaosReport {
         self.lost == 0 && self.mismatched == 0 && self.duplicated == 0
     }
 }
+
+/// What came back for one request: its embeddings, or the error's text.
+type Answer = Result<Vec<Vec<f32>>, String>;
 
 /// The largest difference between two answers a campaign tolerates.
 pub const TOLERANCE: f32 = 1e-6;
@@ -199,7 +206,7 @@ pub fn run_campaign(
         faults: Some(config.plan()),
         ..config.engine.clone()
     })?;
-    let answers: Vec<Mutex<Vec<Result<Vec<Vec<f32>>, String>>>> = (0..requests.len())
+    let answers: Vec<Mutex<Vec<Answer>>> = (0..requests.len())
         .map(|_| Mutex::new(Vec::new()))
         .collect();
     let latencies = Mutex::new(Vec::with_capacity(requests.len()));
@@ -237,14 +244,14 @@ pub fn run_campaign(
     });
     let wall_seconds = started.elapsed().as_secs_f64();
     let faults = engine.fault_totals().unwrap_or_default();
-    let mut recoveries: Vec<f64> = engine
-        .worker_status()
-        .map(|w| w.recovery_seconds())
-        .unwrap_or_default()
-        .into_iter()
-        .map(|s| s * 1e3)
-        .collect();
-    recoveries.sort_by(f64::total_cmp);
+    let milliseconds = |mut seconds: Vec<f64>| {
+        seconds.iter_mut().for_each(|s| *s *= 1e3);
+        seconds.sort_by(f64::total_cmp);
+        seconds
+    };
+    let status = engine.worker_status();
+    let recoveries = milliseconds(status.map(|w| w.recovery_seconds()).unwrap_or_default());
+    let restarts = milliseconds(status.map(|w| w.restart_seconds()).unwrap_or_default());
 
     let mut report = ChaosReport {
         requests: requests.len(),
@@ -266,6 +273,8 @@ pub fn run_campaign(
         worker_restarts: counter_total(&engine, "hipinfer_worker_restarts_total"),
         recovery_p50_ms: percentile(&recoveries, 0.50),
         recovery_p99_ms: percentile(&recoveries, 0.99),
+        restart_p50_ms: percentile(&restarts, 0.50),
+        restart_p99_ms: percentile(&restarts, 0.99),
         p50_ms: 0.0,
         p99_ms: 0.0,
         wall_seconds,

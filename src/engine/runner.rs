@@ -2,6 +2,10 @@
 //! (issue: worker isolation) in a worker process. The engine's replay ladder only sees this
 //! trait: run a step, recover the device after a failure, probe its health.
 
+// A `StepFailure` (~140 bytes) travels only on the recovery path, after a device fault: boxing
+// it would save nothing that matters.
+#![allow(clippy::result_large_err)]
+
 use std::sync::Arc;
 
 use crate::backend::{Backend, DeviceInfo, Kernel, RecoveredCall, Resilient};

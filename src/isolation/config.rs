@@ -65,7 +65,7 @@ pub struct WorkerConfig {
     #[serde(with = "serde_duration")]
     pub restart_window: Duration,
     /// The wait before a restart, doubling with each restart since the last completed step
-    /// (100 ms, up to 10 s).
+    /// (20 ms, up to 10 s).
     #[serde(with = "serde_duration")]
     pub restart_delay: Duration,
     #[serde(with = "serde_duration")]
@@ -81,7 +81,7 @@ impl Default for WorkerConfig {
             start_timeout: Duration::from_secs(120),
             max_restarts: 3,
             restart_window: Duration::from_secs(600),
-            restart_delay: Duration::from_millis(100),
+            restart_delay: Duration::from_millis(20),
             max_restart_delay: Duration::from_secs(10),
         }
     }

@@ -81,10 +81,13 @@ pub fn snapshot(registry: &prometheus::Registry) -> Vec<FamilyWire> {
         .collect()
 }
 
+/// A family (without its series) and its series by labels.
+type Families = BTreeMap<String, (FamilyWire, BTreeMap<Vec<(String, String)>, SeriesWire>)>;
+
 #[derive(Debug, Default)]
 struct State {
     /// Totals of workers that are gone, by family then series labels.
-    retired: BTreeMap<String, (FamilyWire, BTreeMap<Vec<(String, String)>, SeriesWire>)>,
+    retired: Families,
     /// The live worker's latest families.
     current: Vec<FamilyWire>,
 }
@@ -128,10 +131,7 @@ impl ForwardedMetrics {
     /// Retired totals plus the live worker's values.
     fn merged(&self) -> Vec<FamilyWire> {
         let state = self.state.lock();
-        let mut families: BTreeMap<
-            String,
-            (FamilyWire, BTreeMap<Vec<(String, String)>, SeriesWire>),
-        > = state.retired.clone();
+        let mut families: Families = state.retired.clone();
         for family in &state.current {
             let entry = families.entry(family.name.clone()).or_insert_with(|| {
                 (

@@ -5,6 +5,10 @@
 //! loads the weights), and the engine replays the step — no request is lost. Too many restarts
 //! in a window trip the respawn breaker: the engine turns unhealthy instead of crash-looping.
 
+// A `StepFailure` (~140 bytes) travels only on the recovery path, after a device fault: boxing
+// it would save nothing that matters.
+#![allow(clippy::result_large_err)]
+
 use std::io::BufReader;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::ExitStatusExt;
@@ -80,6 +84,7 @@ impl IsolationMetrics {
 pub struct WorkerStatus {
     pid: std::sync::atomic::AtomicU32,
     recoveries: Mutex<Vec<f64>>,
+    restarts: Mutex<Vec<f64>>,
 }
 
 impl WorkerStatus {
@@ -91,9 +96,16 @@ impl WorkerStatus {
         }
     }
 
-    /// Seconds of each recovery so far.
+    /// Seconds of each recovery so far: from a worker's death to the first step its
+    /// replacement completed (the replayed step's own time included).
     pub fn recovery_seconds(&self) -> Vec<f64> {
         self.recoveries.lock().clone()
+    }
+
+    /// Seconds of each restart so far: from a worker's death to its replacement's `Ready`
+    /// (process start, model and weights loaded).
+    pub fn restart_seconds(&self) -> Vec<f64> {
+        self.restarts.lock().clone()
     }
 
     fn set_pid(&self, pid: Option<u32>) {
@@ -144,8 +156,10 @@ pub struct Supervisor {
     device: DeviceInfo,
     /// Set when the worker died or must be replaced: why (the restart's reason).
     replace: Option<&'static str>,
-    /// When the last worker died (for the recovery time).
+    /// When the first worker since the last completed step died (for the recovery time).
     died_at: Option<Instant>,
+    /// When the last worker died (for the restart time).
+    last_death: Option<Instant>,
     /// A failure starting workers that will not go away (no such program).
     permanent: Option<String>,
     /// Restarts since the last completed step (the restart backoff's exponent).
@@ -226,6 +240,7 @@ impl Supervisor {
             },
             replace: None,
             died_at: None,
+            last_death: None,
             permanent: None,
             consecutive_restarts: 0,
         };
@@ -322,6 +337,7 @@ impl Supervisor {
         let reason = if reason == "exit" { how } else { reason };
         self.replace = Some(reason);
         self.died_at.get_or_insert_with(Instant::now);
+        self.last_death = Some(Instant::now());
         status
     }
 
@@ -420,6 +436,18 @@ impl Supervisor {
         }
     }
 
+    /// The failure for an answer that is not the one asked for (or no answer at all).
+    fn unexpected(&mut self, answer: Result<FromWorker, Death>, inputs: usize) -> StepFailure {
+        let death = answer.map_or_else(
+            |death| death,
+            |other| Death {
+                reason: "exit",
+                message: format!("unexpected answer {other:?}"),
+            },
+        );
+        self.worker_failure(death, inputs)
+    }
+
     /// Starts a worker and waits for it to load the model.
     fn spawn(&mut self) -> Result<(), StepFailure> {
         let fail = |message: String| StepFailure {
@@ -516,6 +544,12 @@ impl Supervisor {
             Ok(ready) => {
                 self.device = ready;
                 self.status.set_pid(self.worker_pid());
+                if let Some(died) = self.last_death.take() {
+                    self.status
+                        .restarts
+                        .lock()
+                        .push(died.elapsed().as_secs_f64());
+                }
                 self.start.incarnation += 1;
                 self.replace = None;
                 self.metrics.up.set(1);
@@ -653,17 +687,11 @@ impl StepRunner for Supervisor {
                     // A poisoned context does not heal in the same process: replace it.
                     self.replace = Some("sticky_error");
                     self.died_at.get_or_insert_with(Instant::now);
+                    self.last_death = Some(Instant::now());
                 }
                 Err(failure)
             }
-            Ok(other) => Err(self.worker_failure(
-                Death {
-                    reason: "exit",
-                    message: format!("unexpected answer {other:?}"),
-                },
-                batch.len(),
-            )),
-            Err(death) => Err(self.worker_failure(death, batch.len())),
+            answer => Err(self.unexpected(answer, batch.len())),
         }
     }
 
@@ -690,14 +718,7 @@ impl StepRunner for Supervisor {
                 self.replace = Some("sticky_error");
                 Err(failure)
             }
-            Ok(other) => Err(self.worker_failure(
-                Death {
-                    reason: "exit",
-                    message: format!("unexpected answer {other:?}"),
-                },
-                0,
-            )),
-            Err(death) => Err(self.worker_failure(death, 0)),
+            answer => Err(self.unexpected(answer, 0)),
         }
     }
 
@@ -712,14 +733,7 @@ impl StepRunner for Supervisor {
                     Some(message) => Err(StepFailure::fatal("probe", message)),
                 }
             }
-            Ok(other) => Err(self.worker_failure(
-                Death {
-                    reason: "exit",
-                    message: format!("unexpected answer {other:?}"),
-                },
-                0,
-            )),
-            Err(death) => Err(self.worker_failure(death, 0)),
+            answer => Err(self.unexpected(answer, 0)),
         }
     }
 

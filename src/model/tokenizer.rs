@@ -77,13 +77,7 @@ impl TextTokenizer {
         index: usize,
         text: &str,
     ) -> Result<(Encoding, bool), ModelError> {
-        let encoding = self
-            .inner
-            .encode(text, true)
-            .map_err(|e| ModelError::Input {
-                index,
-                message: format!("could not tokenize: {e}"),
-            })?;
+        let encoding = self.hf_encode(index, text)?;
         let truncated = !encoding.get_overflowing().is_empty();
         Ok((
             Encoding {
@@ -96,13 +90,7 @@ impl TextTokenizer {
 
     /// The tokens of `text` with their texts and offsets, truncated to `max_length`.
     pub fn tokens(&self, index: usize, text: &str) -> Result<Vec<Token>, ModelError> {
-        let encoding = self
-            .inner
-            .encode(text, true)
-            .map_err(|e| ModelError::Input {
-                index,
-                message: format!("could not tokenize: {e}"),
-            })?;
+        let encoding = self.hf_encode(index, text)?;
         Ok(encoding
             .get_ids()
             .iter()
@@ -117,6 +105,16 @@ impl TextTokenizer {
                 stop,
             })
             .collect())
+    }
+
+    /// Input `index` through the Hugging Face tokenizer, special tokens added.
+    fn hf_encode(&self, index: usize, text: &str) -> Result<tokenizers::Encoding, ModelError> {
+        self.inner
+            .encode(text, true)
+            .map_err(|e| ModelError::Input {
+                index,
+                message: format!("could not tokenize: {e}"),
+            })
     }
 
     pub fn path(&self) -> &Path {

@@ -102,3 +102,16 @@ impl<B: Backend<Error = HipError>> Backend for Gated<B> {
         self.inner.reclaim()
     }
 }
+
+/// An engine on the CPU backend behind a closed gate: its steps wait until the test opens it.
+pub fn gated_engine(
+    config: hipinfer::engine::EngineConfig,
+) -> (hipinfer::engine::InferenceEngine, Arc<Gate>) {
+    let gate = Gate::closed();
+    let backend = Gated {
+        inner: hipinfer::backend::CpuBackend::with_threads(2).expect("cpu backend"),
+        gate: gate.clone(),
+    };
+    let engine = hipinfer::engine::InferenceEngine::with_backend(config, backend).expect("engine");
+    (engine, gate)
+}

@@ -58,3 +58,42 @@ pub fn sample(text: &str, series: &str) -> Option<f64> {
             .ok()
     })
 }
+
+/// Embeds each text as its own request, all at once from threads; answers in the texts' order.
+pub fn embed_each_concurrently<'a>(
+    engine: &hipinfer::engine::InferenceEngine,
+    texts: &[&'a str],
+) -> Vec<(
+    &'a str,
+    Result<hipinfer::engine::EmbedResponse, hipinfer::engine::EngineError>,
+)> {
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = texts
+            .iter()
+            .map(|&text| {
+                let engine = engine.clone();
+                scope.spawn(move || (text, engine.embed(&[text])))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
+/// The processes whose parent is `parent` (zombies included: they were not reaped).
+pub fn children_of(parent: u32) -> Vec<u32> {
+    let parent = parent.to_string();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    // pid (comm) state ppid …; comm may hold spaces, so split after the ')'.
+                    let rest = stat.rsplit_once(')')?.1;
+                    rest.split_whitespace().nth(1).map(|ppid| ppid == parent)
+                })
+                .unwrap_or(false)
+        })
+        .collect()
+}

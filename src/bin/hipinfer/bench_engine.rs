@@ -184,17 +184,18 @@ pub fn bench(args: BenchArgs) -> Result<ExitCode, Failure> {
         engine_phase(&engine, &text, clients, seconds.min(1.0)).await?; // warm-up
         let engine_only = summary(seq, engine_phase(&engine, &text, clients, seconds).await?);
         engine.shutdown_async().await;
+        let mut output = json!({
+            "mode": if args.http { "http" } else { "engine" },
+            "isolation": config.isolation.to_string(),
+            "clients": clients,
+            "seq": seq,
+            "threads": threads,
+            "backend": engine.device().backend,
+            "max_batch_tokens": config.batching.max_batch_tokens,
+            "engine_only": engine_only,
+        });
         if !args.http {
-            return Ok(json!({
-                "mode": "engine",
-                "isolation": config.isolation.to_string(),
-                "clients": clients,
-                "seq": seq,
-                "threads": threads,
-                "backend": engine.device().backend,
-                "max_batch_tokens": config.batching.max_batch_tokens,
-                "engine_only": engine_only,
-            }));
+            return Ok(output);
         }
 
         progress.note("through HTTP");
@@ -206,18 +207,8 @@ pub fn bench(args: BenchArgs) -> Result<ExitCode, Failure> {
             a["tokens_per_second"].as_f64().unwrap_or(0.0)
                 / b["tokens_per_second"].as_f64().unwrap_or(1.0)
         };
-        let mut output = json!({
-            "mode": "http",
-            "isolation": config.isolation.to_string(),
-            "clients": clients,
-            "seq": seq,
-            "threads": threads,
-            "backend": engine.device().backend,
-            "max_batch_tokens": config.batching.max_batch_tokens,
-            "engine_only": engine_only,
-            "http": http,
-            "http_vs_engine": ratio(&http, &engine_only),
-        });
+        output["http_vs_engine"] = json!(ratio(&http, &output["engine_only"]));
+        output["http"] = http;
         if args.faults.any() {
             progress.note("through HTTP, with faults");
             let plan = fault_plan(
