@@ -13,9 +13,14 @@ if [ ! -f "$model/model.safetensors" ]; then
     echo "note: $model is missing (scripts/fetch-model.sh), so the live /metrics check was skipped"
     exit 0
 fi
-cargo build --quiet --bin hipinfer
+# HIPINFER_BIN: a hipinfer binary already built (scripts/test.sh passes the one its tests built).
+bin="${HIPINFER_BIN:-}"
+if [ -z "$bin" ]; then
+    cargo build --quiet --bin hipinfer
+    bin=./target/debug/hipinfer
+fi
 log="$(mktemp)"
-./target/debug/hipinfer serve --backend cpu --host 127.0.0.1 --port 0 --model "$model" 2>"$log" &
+"$bin" serve --backend cpu --host 127.0.0.1 --port 0 --model "$model" 2>"$log" &
 server=$!
 trap 'kill "$server" 2>/dev/null || true; rm -f "$log"' EXIT
 address=""

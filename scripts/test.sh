@@ -13,7 +13,7 @@ else
          "(apt-get install -y --no-install-recommends hipcc libamdhip64-dev g++)"
 fi
 if command -v promtool >/dev/null 2>&1; then
-    bash scripts/check-deploy.sh
+    HIPINFER_BIN=./target/debug/hipinfer bash scripts/check-deploy.sh
 else
     echo "note: promtool not found, so deploy/ was not checked (apt-get install -y prometheus)"
 fi

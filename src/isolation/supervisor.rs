@@ -685,6 +685,14 @@ impl StepRunner for Supervisor {
                 self.absorb(&report);
                 if failure.class == Recovery::Reset {
                     // A poisoned context does not heal in the same process: replace it.
+                    tracing::warn!(
+                        reason = "sticky_error",
+                        inputs = batch.len(),
+                        "the worker process reported a poisoned context ({}); restarting it \
+                         and replaying its {} input(s)",
+                        failure.message,
+                        batch.len()
+                    );
                     self.replace = Some("sticky_error");
                     self.died_at.get_or_insert_with(Instant::now);
                     self.last_death = Some(Instant::now());

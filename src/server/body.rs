@@ -4,9 +4,13 @@
 
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
+use http_body_util::BodyExt;
 use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
+
+/// Bodies up to this many times the limit are read (and dropped) before the 413 is sent.
+const DRAIN_FACTOR: usize = 4;
 
 /// Reads `request`'s body (at most `limit` bytes) and parses it as `T`.
 pub async fn read_json<T: DeserializeOwned>(
@@ -25,24 +29,31 @@ pub async fn read_json<T: DeserializeOwned>(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > limit) {
+    // A body somewhat over the limit is read to its end and dropped, so the client finishes
+    // sending and reads the 413 (closing on it mid-upload makes clients see a broken pipe
+    // instead); one far over it is refused before reading, and the connection closed.
+    let drain = limit.saturating_mul(DRAIN_FACTOR);
+    if declared.is_some_and(|n| n > drain) {
         return Err(too_large());
     }
-    let bytes = axum::body::to_bytes(request.into_body(), limit)
-        .await
-        .map_err(|e| {
-            let mut source = std::error::Error::source(&e);
-            let mut over_limit = false;
-            while let Some(s) = source {
-                over_limit |= s.is::<http_body_util::LengthLimitError>();
-                source = s.source();
+    let mut body = request.into_body();
+    let mut bytes = Vec::with_capacity(declared.unwrap_or(0).min(limit));
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame
+            .map_err(|e| ApiError::validation(format!("could not read the request body: {e}")))?;
+        if let Ok(data) = frame.into_data() {
+            seen = seen.saturating_add(data.len());
+            if seen <= limit {
+                bytes.extend_from_slice(&data);
+            } else if seen > drain {
+                return Err(too_large());
             }
-            if over_limit {
-                too_large()
-            } else {
-                ApiError::validation(format!("could not read the request body: {e}"))
-            }
-        })?;
+        }
+    }
+    if seen > limit {
+        return Err(too_large());
+    }
     serde_json::from_slice(&bytes).map_err(|e| {
         let what = match e.classify() {
             serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
