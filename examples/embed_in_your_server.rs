@@ -80,9 +80,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_state(app);
     tokio::runtime::Runtime::new()?.block_on(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+        let shutdown = hipinfer::server::shutdown_signal(); // handlers installed now
         println!("listening on http://{}", listener.local_addr()?);
         axum::serve(listener, router)
-            .with_graceful_shutdown(hipinfer::server::shutdown_signal())
+            .with_graceful_shutdown(shutdown)
             .await?;
         engine.shutdown_async().await; // answer what is queued before exiting
         Ok(())

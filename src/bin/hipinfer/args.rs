@@ -221,7 +221,7 @@ pub struct ServeArgs {
     #[arg(long, env = "HIPINFER_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
     /// Request bodies larger than this many bytes get 413.
-    #[arg(long, env = "HIPINFER_PAYLOAD_LIMIT", default_value_t = 2_000_000)]
+    #[arg(long, env = "HIPINFER_PAYLOAD_LIMIT", default_value_t = 2 * 1024 * 1024)]
     pub payload_limit: usize,
     /// Cut inputs longer than max_input_length when a request does not say (`truncate`).
     #[arg(long, env = "HIPINFER_AUTO_TRUNCATE", default_value_t = true, action = clap::ArgAction::Set)]

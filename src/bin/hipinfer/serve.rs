@@ -29,6 +29,8 @@ pub fn serve(args: ServeArgs) -> Result<ExitCode, Failure> {
                 server_config.host, server_config.port
             )
         })?;
+        // Installed before the address is announced: a SIGTERM right after it stops cleanly.
+        let shutdown = server::shutdown_signal();
         eprintln!(
             "hipinfer: serving {} on {} ({}) at http://{}",
             engine.model().name(),
@@ -36,7 +38,7 @@ pub fn serve(args: ServeArgs) -> Result<ExitCode, Failure> {
             engine.device().name,
             listener.local_addr()?
         );
-        server::serve_on(listener, engine, server_config, server::shutdown_signal()).await?;
+        server::serve_on(listener, engine, server_config, shutdown).await?;
         Ok::<_, Failure>(())
     })?;
     Ok(ExitCode::SUCCESS)
