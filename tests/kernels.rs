@@ -39,6 +39,12 @@ fn gemm_matches_reference<B: Backend>(backend: &B) {
         (129, 65, 33),
         (2, 384, 384),
         (128, 96, 384),
+        // The few-row path's tiles (3 weight rows × 4, 2 or 1 input rows) and their leftovers.
+        (3, 200, 129),
+        (5, 100, 384),
+        (6, 49, 8),
+        (15, 388, 67),
+        (9, 400, 384), // split over threads in 48-row tasks, the last one ragged
     ] {
         for activation in [Activation::None, Activation::Gelu] {
             for with_bias in [false, true] {
