@@ -60,6 +60,9 @@ async fn metrics(State(app): State<App>) -> String {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // With HIPINFER_ISOLATION=subprocess the engine re-runs this program as its GPU worker:
+    // this call serves as that worker (and exits) when it is one, and returns at once otherwise.
+    hipinfer::isolation::run_worker_if_requested();
     // One registry for your metrics and the engine's.
     let registry = Registry::new();
     let comparisons = IntCounter::new("myapp_comparisons_total", "Pairs compared")?;

@@ -18,20 +18,21 @@ fn hipinfer() -> Command {
 /// Starts `hipinfer serve` on a free local port with `extra` flags; returns the process and the
 /// address it printed.
 fn start_serve(dir: &std::path::Path, extra: &[&str]) -> (std::process::Child, String) {
-    use std::io::BufRead;
-    let mut child = hipinfer()
-        .args([
-            "serve",
-            "--backend",
-            "cpu",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-        ])
+    let mut command = hipinfer();
+    command
+        .args(["serve", "--backend", "cpu"])
         .args(extra)
         .arg("--model")
-        .arg(dir)
+        .arg(dir);
+    start(command)
+}
+
+/// Spawns a `hipinfer serve …` command on a free local port; returns the process and the address
+/// it printed.
+fn start(mut command: Command) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let mut child = command
+        .args(["--host", "127.0.0.1", "--port", "0"])
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -209,26 +210,29 @@ fn info_reports_the_backends() {
     assert!(json["backends"]["hip"]["available"].is_boolean());
 }
 
+/// A plain HTTP/1.1 request over a socket (the binary is all that runs); returns the whole
+/// answer, status line first.
+fn request(address: &str, path: &str, body: Option<&str>) -> String {
+    use std::io::Read;
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    let text = match body {
+        Some(body) => format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+        None => format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+    };
+    stream.write_all(text.as_bytes()).unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    answer
+}
+
 #[test]
 fn serve_answers_then_stops_cleanly_on_sigterm() {
     let dir = tiny_model::write("cli-serve");
     let (child, address) = start_serve(&dir, &[]);
-    // A plain HTTP/1.1 request over a socket: the binary is all that runs here.
-    let request = |path: &str, body: Option<&str>| -> String {
-        use std::io::Read;
-        let mut stream = std::net::TcpStream::connect(&address).unwrap();
-        let text = match body {
-            Some(body) => format!(
-                "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            ),
-            None => format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
-        };
-        stream.write_all(text.as_bytes()).unwrap();
-        let mut answer = String::new();
-        stream.read_to_string(&mut answer).unwrap();
-        answer
-    };
+    let request = |path: &str, body: Option<&str>| request(&address, path, body);
     assert!(request("/health", None).starts_with("HTTP/1.1 200"));
     let answer = request("/embed", Some(r#"{"inputs": "hello world"}"#));
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
@@ -310,5 +314,39 @@ fn serve_with_a_worker_process_leaves_no_process_behind() {
             "worker {pid} outlived the server"
         );
     }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_config_file_is_kept_where_no_flag_is_given_and_variables_override_it() {
+    let dir = tiny_model::write("cli-config-file");
+    let file = dir.join("engine.json");
+    let settings = serde_json::json!({
+        "model": dir,
+        "backend": "cpu",
+        "batching": {"max_batch_tokens": 777, "max_client_batch_size": 5},
+    });
+    std::fs::write(&file, settings.to_string()).unwrap();
+    let mut command = hipinfer();
+    command
+        .args(["serve", "--config"])
+        .arg(&file)
+        .env("HIPINFER_MAX_CLIENT_BATCH_SIZE", "9");
+    let (child, address) = start(command);
+    let answer = request(&address, "/info", None);
+    let body = answer.split("\r\n\r\n").nth(1).unwrap();
+    let info: serde_json::Value = serde_json::from_str(body).unwrap();
+    let model = info["model_id"].as_str().unwrap();
+    assert!(
+        model.ends_with("cli-config-file"),
+        "the file's model folder: {info}"
+    );
+    assert_eq!(info["backend"], "cpu");
+    assert_eq!(info["max_batch_tokens"], 777, "the file's setting");
+    assert_eq!(
+        info["max_client_batch_size"], 9,
+        "the variable over the file"
+    );
+    assert_eq!(terminate(child), Some(0));
     std::fs::remove_dir_all(dir).unwrap();
 }

@@ -117,3 +117,41 @@ fn the_environment_overrides_the_defaults_and_names_bad_variables() {
         .unwrap_err();
     assert_eq!(error.field, "batching.max_concurrent_requests");
 }
+
+#[test]
+fn variables_override_a_files_settings_and_keep_the_rest() {
+    let file = EngineConfig::from_json(
+        r#"{"model": "/models/from-file", "max_batch_tokens": 1, "retry": {"max_retries": 7}}"#,
+    );
+    // An unknown field is an error naming its place; then the real file.
+    assert!(file.is_err());
+    let file = EngineConfig::from_json(
+        r#"{"model": "/models/from-file", "batching": {"max_batch_tokens": 999},
+            "retry": {"max_retries": 7}, "worker": {"max_restarts": 5}}"#,
+    )
+    .unwrap();
+    let config = file
+        .with_vars(lookup(&[
+            ("HIPINFER_RETRY_INITIAL_DELAY", "5ms"),
+            ("HIPINFER_STEP_MAX_RECOVERY_ATTEMPTS", "4"),
+            ("HIPINFER_WORKER_RESTART_DELAY", "50ms"),
+            ("HIPINFER_WORKER_MAX_RESTART_DELAY", "2s"),
+        ]))
+        .unwrap();
+    assert_eq!(config.model, std::path::PathBuf::from("/models/from-file"));
+    assert_eq!(config.batching.max_batch_tokens, 999);
+    assert_eq!(config.retry.max_retries, 7, "the file's");
+    assert_eq!(
+        config.retry.initial_delay,
+        Duration::from_millis(5),
+        "the variable's"
+    );
+    assert_eq!(config.step_replay.max_recovery_attempts, 4);
+    assert_eq!(config.worker.max_restarts, 5);
+    assert_eq!(config.worker.restart_delay, Duration::from_millis(50));
+    assert_eq!(config.worker.max_restart_delay, Duration::from_secs(2));
+    let error = EngineConfig::default()
+        .with_vars(lookup(&[("HIPINFER_WORKER_RESTART_DELAY", "soon")]))
+        .unwrap_err();
+    assert_eq!(error.field, "HIPINFER_WORKER_RESTART_DELAY");
+}

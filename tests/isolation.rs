@@ -266,3 +266,37 @@ fn a_crash_looping_worker_makes_health_answer_503() {
     });
     assert!(children().is_empty(), "left behind: {:?}", children());
 }
+
+/// A program that embeds the engine but forgets `run_worker_if_requested()`, used as its own
+/// worker, would start a worker that starts a worker… The library refuses in the worker instead.
+#[test]
+fn a_worker_that_builds_its_own_engine_refuses_instead_of_spawning_more() {
+    const CHILD: &str = "HIPINFER_TEST_FORGETFUL_WORKER";
+    if std::env::var_os(CHILD).is_some() {
+        // In the re-executed test binary, which plays a worker whose main() forgot the call.
+        match InferenceEngine::new(config("iso-forgetful")) {
+            Err(EngineError::Config(error)) => {
+                assert_eq!(error.field, "worker.program");
+                assert!(error.message.contains("run_worker_if_requested"), "{error}");
+            }
+            other => panic!("expected a configuration error, got {other:?}"),
+        }
+        return;
+    }
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "a_worker_that_builds_its_own_engine_refuses_instead_of_spawning_more",
+            "--nocapture",
+        ])
+        .env(CHILD, "1")
+        .env("HIPINFER_WORKER_SOCKET", "/nonexistent/worker.sock")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("1 passed"));
+}

@@ -41,7 +41,7 @@ proptest! {
     fn steps_and_answers_round_trip(
         inputs in proptest::collection::vec(proptest::collection::vec(any::<u32>(), 0..20), 0..6),
         rows in 0usize..5,
-        cols in 0usize..9,
+        cols in 1usize..9,
         seed in any::<u32>(),
     ) {
         let step = ToWorker::Step {
@@ -70,4 +70,16 @@ fn a_huge_declared_count_does_not_allocate() {
     body.extend_from_slice(&u32::MAX.to_le_bytes());
     body.extend_from_slice(&[0u8; 8]);
     assert!(ToWorker::decode(2, &body).is_err());
+}
+
+#[test]
+fn billions_of_empty_embeddings_are_refused_not_allocated() {
+    // A step answer claiming 2³² − 1 embeddings of 0 values each: 16 bytes of body that would
+    // otherwise ask for ~100 GB of empty vectors.
+    let mut body = Vec::new();
+    body.extend_from_slice(&1u64.to_le_bytes());
+    body.extend_from_slice(&u32::MAX.to_le_bytes());
+    body.extend_from_slice(&0u32.to_le_bytes());
+    let error = FromWorker::decode(67, &body).unwrap_err();
+    assert!(error.to_string().contains("no dimensions"), "{error}");
 }

@@ -290,14 +290,31 @@ impl EngineConfig {
     /// `HIPINFER_MAX_CONCURRENT_REQUESTS`, `HIPINFER_MAX_INPUT_LENGTH`,
     /// `HIPINFER_MAX_CLIENT_BATCH_SIZE`, `HIPINFER_REQUEST_DEADLINE`,
     /// `HIPINFER_STEP_MAX_REPLAYS`, `HIPINFER_STEP_REPLAY_INITIAL_DELAY`,
-    /// `HIPINFER_STEP_REPLAY_MAX_DELAY`, `HIPINFER_BREAKER_FAILURE_THRESHOLD`,
+    /// `HIPINFER_STEP_REPLAY_MAX_DELAY`, `HIPINFER_STEP_MAX_RECOVERY_ATTEMPTS`,
+    /// `HIPINFER_BREAKER_FAILURE_THRESHOLD`,
     /// `HIPINFER_BREAKER_COOLDOWN`, `HIPINFER_BREAKER_HALF_OPEN_PROBES`, `HIPINFER_BUDGET_RATIO`,
     /// `HIPINFER_BUDGET_MIN_PER_SECOND`, `HIPINFER_BUDGET_TTL`, `HIPINFER_SEED`,
     /// `HIPINFER_ISOLATION`, `HIPINFER_WORKER_PROGRAM`, `HIPINFER_WORKER_STEP_TIMEOUT`,
     /// `HIPINFER_WORKER_START_TIMEOUT`, `HIPINFER_WORKER_MAX_RESTARTS`,
-    /// `HIPINFER_WORKER_RESTART_WINDOW`, and every `HIPINFER_RETRY_*` of
+    /// `HIPINFER_WORKER_RESTART_WINDOW`, `HIPINFER_WORKER_RESTART_DELAY`,
+    /// `HIPINFER_WORKER_MAX_RESTART_DELAY`, and every `HIPINFER_RETRY_*` of
     /// [`RetryConfig::from_lookup`]. The error names the variable.
     pub fn from_lookup(
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<EngineConfig, ConfigError> {
+        EngineConfig::default().with_vars(lookup)
+    }
+
+    /// This configuration overridden by `HIPINFER_*` environment variables: a JSON file's
+    /// settings with the environment on top.
+    pub fn with_env(self) -> Result<EngineConfig, ConfigError> {
+        self.with_vars(|name| std::env::var(name).ok())
+    }
+
+    /// This configuration overridden by the variables `lookup` finds (those of
+    /// [`EngineConfig::from_lookup`]); validated.
+    pub fn with_vars(
+        self,
         lookup: impl Fn(&str) -> Option<String>,
     ) -> Result<EngineConfig, ConfigError> {
         let get = |name: &str| {
@@ -318,10 +335,8 @@ impl EngineConfig {
                 )
             })
         }
-        let mut c = EngineConfig {
-            retry: RetryConfig::from_lookup(&lookup)?,
-            ..EngineConfig::default()
-        };
+        let mut c = self;
+        c.retry = c.retry.with_vars(&lookup)?;
         if let Some((_, v)) = get("HIPINFER_MODEL") {
             c.model = PathBuf::from(v);
         }
@@ -363,6 +378,9 @@ impl EngineConfig {
         if let Some(v) = get("HIPINFER_STEP_REPLAY_MAX_DELAY") {
             c.step_replay.max_delay = duration(v)?;
         }
+        if let Some(v) = get("HIPINFER_STEP_MAX_RECOVERY_ATTEMPTS") {
+            c.step_replay.max_recovery_attempts = number(v)?;
+        }
         if let Some(v) = get("HIPINFER_BREAKER_FAILURE_THRESHOLD") {
             c.breaker.failure_threshold = number(v)?;
         }
@@ -403,6 +421,12 @@ impl EngineConfig {
         }
         if let Some(v) = get("HIPINFER_WORKER_RESTART_WINDOW") {
             c.worker.restart_window = duration(v)?;
+        }
+        if let Some(v) = get("HIPINFER_WORKER_RESTART_DELAY") {
+            c.worker.restart_delay = duration(v)?;
+        }
+        if let Some(v) = get("HIPINFER_WORKER_MAX_RESTART_DELAY") {
+            c.worker.max_restart_delay = duration(v)?;
         }
         c.validate()?;
         Ok(c)

@@ -420,12 +420,17 @@ impl FromWorker {
                 let id = r.u64("step id")?;
                 let rows = r.u32("rows")? as usize;
                 let cols = r.u32("columns")? as usize;
+                if cols == 0 && rows != 0 {
+                    // No model has empty embeddings; and `rows` would not be bounded by the
+                    // frame's length (4 billion empty rows in 8 bytes).
+                    return malformed(format!("{rows} embeddings of no dimensions"));
+                }
                 let values = rows.checked_mul(cols).ok_or_else(|| {
                     ProtocolError::Malformed(format!("{rows} × {cols} embeddings overflow"))
                 })?;
                 let flat = r.f32s(values, "embeddings")?;
                 let embeddings = if cols == 0 {
-                    vec![Vec::new(); rows]
+                    Vec::new()
                 } else {
                     flat.chunks_exact(cols).map(<[f32]>::to_vec).collect()
                 };

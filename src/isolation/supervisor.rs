@@ -184,6 +184,21 @@ impl Supervisor {
     /// worker. A worker program that cannot be run at all (missing, not executable) is an error
     /// now; a worker that dies while starting is retried on the first step, under the breaker.
     pub fn start(config: &EngineConfig, registry: &Registry) -> Result<Supervisor, EngineError> {
+        if std::env::var_os(super::worker_process::SOCKET_ENV).is_some() {
+            // This process was started as a worker but went on to build an engine of its own:
+            // its `main` does not hand over to the worker first. Starting another worker here
+            // would repeat that without end.
+            return Err(EngineError::Config(crate::ConfigError::new(
+                "worker.program",
+                format!(
+                    "{} was started as a hipinfer worker but does not serve as one: call \
+                     hipinfer::isolation::run_worker_if_requested() first thing in its main(), \
+                     or set worker.program (HIPINFER_WORKER_PROGRAM) to the hipinfer binary",
+                    std::env::current_exe()
+                        .map_or_else(|_| "this program".into(), |p| p.display().to_string())
+                ),
+            )));
+        }
         let dir = PrivateDir::create().map_err(|e| {
             EngineError::Backend(io_failure(
                 "could not create the worker's socket folder",

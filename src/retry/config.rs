@@ -262,20 +262,32 @@ impl RetryConfig {
     pub fn from_lookup(
         lookup: impl Fn(&str) -> Option<String>,
     ) -> Result<RetryConfig, ConfigError> {
-        let mut config = RetryConfig::new();
-        config.apply_vars("HIPINFER_RETRY_", &lookup)?;
+        RetryConfig::new().with_vars(lookup)
+    }
+
+    /// This configuration (from a file, say) overridden by the variables `lookup` finds, as
+    /// [`RetryConfig::from_lookup`] reads them; validated.
+    pub fn with_vars(
+        mut self,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<RetryConfig, ConfigError> {
+        self.apply_vars("HIPINFER_RETRY_", &lookup)?;
         for op in Op::ALL {
             let prefix = format!("HIPINFER_RETRY_{}_", op.as_str().to_ascii_uppercase());
-            let mut op_config = RetryConfig {
-                overrides: BTreeMap::new(),
-                ..config.clone()
-            };
+            let mut op_config = self
+                .overrides
+                .get(&op)
+                .cloned()
+                .unwrap_or_else(|| RetryConfig {
+                    overrides: BTreeMap::new(),
+                    ..self.clone()
+                });
             if op_config.apply_vars(&prefix, &lookup)? {
-                config.overrides.insert(op, op_config);
+                self.overrides.insert(op, op_config);
             }
         }
-        config.validate()?;
-        Ok(config)
+        self.validate()?;
+        Ok(self)
     }
 
     /// Applies the variables under `prefix`; returns whether any was set.

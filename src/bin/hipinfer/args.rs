@@ -42,20 +42,37 @@ pub enum Command {
     Info(InfoArgs),
 }
 
+/// Model and device flags. Unset, they keep what a `--config` file says, else the defaults.
 #[derive(Args, Clone)]
 pub struct Common {
-    /// The Hugging Face model folder.
-    #[arg(long, env = "HIPINFER_MODEL", default_value = DEFAULT_MODEL_DIR)]
-    pub model: PathBuf,
-    /// auto (HIP if a device answers, else CPU), cpu or hip.
-    #[arg(long, env = "HIPINFER_BACKEND", default_value = "auto")]
-    pub backend: BackendChoice,
-    /// The GPU to use.
-    #[arg(long, env = "HIPINFER_DEVICE", default_value_t = 0)]
-    pub device: i32,
+    /// The Hugging Face model folder [default: models/all-MiniLM-L6-v2].
+    #[arg(long, env = "HIPINFER_MODEL")]
+    pub model: Option<PathBuf>,
+    /// auto (HIP if a device answers, else CPU), cpu or hip [default: auto].
+    #[arg(long, env = "HIPINFER_BACKEND")]
+    pub backend: Option<BackendChoice>,
+    /// The GPU to use [default: 0].
+    #[arg(long, env = "HIPINFER_DEVICE")]
+    pub device: Option<i32>,
     /// CPU backend threads (default: one per core).
     #[arg(long, env = "HIPINFER_THREADS")]
     pub threads: Option<usize>,
+}
+
+impl Common {
+    pub fn model_dir(&self) -> PathBuf {
+        self.model
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_MODEL_DIR))
+    }
+
+    pub fn backend(&self) -> BackendChoice {
+        self.backend.unwrap_or(BackendChoice::Auto)
+    }
+
+    pub fn device(&self) -> i32 {
+        self.device.unwrap_or(0)
+    }
 }
 
 /// Engine settings for the commands that run an engine.
@@ -97,16 +114,22 @@ fn duration(text: &str) -> Result<Duration, String> {
 }
 
 impl EngineArgs {
-    /// The engine configuration: the file (or the defaults and `HIPINFER_*` variables), then
-    /// these flags and `common`'s.
+    /// The engine configuration: the file's settings (or the defaults), the `HIPINFER_*`
+    /// variables on top, then these flags and `common`'s where given.
     pub fn engine_config(&self, common: &Common) -> Result<EngineConfig, ConfigError> {
         let mut config = match &self.config {
-            Some(path) => EngineConfig::from_json_file(path)?,
+            Some(path) => EngineConfig::from_json_file(path)?.with_env()?,
             None => EngineConfig::from_env()?,
         };
-        config.model = common.model.clone();
-        config.backend = common.backend;
-        config.device = common.device;
+        if let Some(model) = &common.model {
+            config.model = model.clone();
+        }
+        if let Some(backend) = common.backend {
+            config.backend = backend;
+        }
+        if let Some(device) = common.device {
+            config.device = device;
+        }
         if common.threads.is_some() {
             config.threads = common.threads;
         }
@@ -149,7 +172,7 @@ pub struct EmbedArgs {
     pub no_normalize: bool,
     /// Read the texts from standard input, one JSON string per line (so any text, newlines
     /// included, can be given).
-    #[arg(long)]
+    #[arg(long, env = "HIPINFER_STDIN")]
     pub stdin: bool,
     /// The texts to embed.
     pub texts: Vec<String>,
@@ -190,10 +213,10 @@ pub struct BenchArgs {
     #[arg(long, env = "HIPINFER_BENCH_SECONDS", default_value_t = 10.0)]
     pub seconds: f64,
     /// Measure the HTTP server under concurrent clients against the engine alone.
-    #[arg(long, conflicts_with = "engine_only")]
+    #[arg(long, env = "HIPINFER_BENCH_HTTP", conflicts_with = "engine_only")]
     pub http: bool,
     /// Measure the engine (queue, batching, isolation) under concurrent callers.
-    #[arg(long)]
+    #[arg(long, env = "HIPINFER_BENCH_ENGINE_ONLY")]
     pub engine_only: bool,
     /// Concurrent clients (with --http or --engine-only).
     #[arg(long, env = "HIPINFER_BENCH_CLIENTS", default_value_t = 64)]

@@ -10,7 +10,7 @@ use crate::progress::Progress;
 use crate::Failure;
 
 pub fn chaos(args: ChaosArgs) -> Result<ExitCode, Failure> {
-    if args.common.backend == BackendChoice::Hip {
+    if args.common.backend() == BackendChoice::Hip {
         return Err(
             "chaos injects its faults into the CPU backend: use --backend cpu or auto".into(),
         );

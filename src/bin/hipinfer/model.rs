@@ -18,8 +18,8 @@ fn with_embedder(
     common: &Common,
     job: &mut dyn FnMut(&dyn EmbedJob) -> Result<(), Failure>,
 ) -> Result<(), Failure> {
-    let model = Arc::new(Model::load(&common.model)?);
-    match backend::open(common.backend, common.device, common.threads)? {
+    let model = Arc::new(Model::load(common.model_dir())?);
+    match backend::open(common.backend(), common.device(), common.threads)? {
         SelectedBackend::Cpu(cpu) => job(&Embedder::new(model, cpu)?),
         #[cfg(feature = "hip")]
         SelectedBackend::Hip(hip) => job(&Embedder::new(model, hip)?),
