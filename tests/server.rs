@@ -286,6 +286,53 @@ async fn every_error_status_from_a_real_request() {
 
     let (status, body) = server.get("/nowhere").await;
     assert_eq!(status, 404, "{body}");
+
+    // Refusals by the server count as the engine's own do: 13 requests, one success.
+    let (_, text) = server.get("/metrics").await;
+    let failures = |reason: &str| {
+        sample(
+            &text,
+            &format!("hipinfer_request_failure_total{{reason=\"{reason}\"}}"),
+        )
+        .unwrap()
+    };
+    assert_eq!(failures("empty"), 4.0, "{text}");
+    assert_eq!(failures("payload_too_large"), 1.0);
+    assert_eq!(failures("validation"), 7.0);
+    assert_eq!(sample(&text, "hipinfer_requests_total"), Some(13.0));
+    assert_eq!(sample(&text, "hipinfer_request_success_total"), Some(1.0));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_failure_answers_424_in_each_schema_without_internal_text() {
+    let mut config = config("server-424");
+    config.step_replay.max_replays = 1;
+    let backend = Arc::new(FaultyBackend::passthrough(cpu()));
+    backend.poison_token(8, 700); // every step holding "rust" hits an illegal address
+    let engine = InferenceEngine::with_backend(config, backend.clone()).unwrap();
+    let server = Server::start(engine, ServerConfig::default()).await;
+
+    let (status, error) = server.post("/embed", &json!({"inputs": "rust"})).await;
+    assert_eq!(status, 424, "{error}");
+    assert_eq!(error["error_type"], "backend");
+    let message = error["error"].as_str().unwrap();
+    assert!(message.contains("hipErrorIllegalAddress"), "{message}");
+    let (status, error) = server
+        .post("/v1/embeddings", &json!({"input": ["hello", "rust"]}))
+        .await;
+    assert_eq!(status, 424, "{error}");
+    assert_eq!(error["error"]["type"], "server_error");
+    assert_eq!(error["error"]["code"], "backend");
+    // The server serves on: other inputs still get answers.
+    let (status, _) = server.post("/embed", &json!({"inputs": "hello"})).await;
+    assert_eq!(status, 200);
+    let (_, text) = server.get("/metrics").await;
+    assert_eq!(
+        sample(&text, "hipinfer_request_failure_total{reason=\"backend\"}"),
+        Some(2.0),
+        "{text}"
+    );
     server.stop().await;
 }
 

@@ -10,9 +10,10 @@ use prometheus::{
 use crate::error::Recovery;
 
 /// Why a request failed: the `reason` label of `hipinfer_request_failure_total`.
-pub const FAILURE_REASONS: [&str; 8] = [
+pub const FAILURE_REASONS: [&str; 9] = [
     "empty",
     "validation",
+    "payload_too_large",
     "overloaded",
     "deadline",
     "backend",

@@ -26,6 +26,20 @@ pub struct AppState {
     pub model_name: Arc<str>,
 }
 
+impl AppState {
+    /// Counts a request the server refused before it reached the engine (unreadable, too large,
+    /// empty or invalid) in the engine's request metrics, as the engine counts its own refusals.
+    fn rejected(&self, error: ApiError) -> ApiError {
+        let metrics = self.engine.metrics();
+        metrics.requests.inc();
+        metrics.failed(match error.kind {
+            "empty" | "payload_too_large" => error.kind,
+            _ => "validation",
+        });
+        error
+    }
+}
+
 /// Checks the inputs a route got and runs them through the engine.
 async fn run(
     app: &AppState,
@@ -35,17 +49,17 @@ async fn run(
     dimensions: Option<usize>,
 ) -> Result<EmbedResponse, ApiError> {
     if inputs.is_empty() || inputs.iter().any(|t| t.is_empty()) {
-        return Err(ApiError::new(
+        return Err(app.rejected(ApiError::new(
             StatusCode::BAD_REQUEST,
             "empty",
             "empty input: every input must be a non-empty text",
-        ));
+        )));
     }
     let size = app.engine.model().dimensions();
     if let Some(d) = dimensions.filter(|&d| d != size) {
-        return Err(ApiError::validation(format!(
+        return Err(app.rejected(ApiError::validation(format!(
             "dimensions {d} is not supported: this model's embeddings have {size}"
-        )));
+        ))));
     }
     let request = EmbedRequest::new(inputs)
         .truncate(truncate)
@@ -79,14 +93,15 @@ fn with_headers(mut response: Response, answer: &EmbedResponse) -> Response {
 pub async fn embed(State(app): State<AppState>, request: Request<Body>) -> Response {
     let body: EmbedBody = match read_json(request, app.payload_limit).await {
         Ok(body) => body,
-        Err(e) => return e.tei(),
+        Err(e) => return app.rejected(e).tei(),
     };
     if let Some(direction) = body.truncation_direction.as_deref() {
         if !direction.eq_ignore_ascii_case("right") {
-            return ApiError::validation(format!(
-                "truncation_direction {direction:?} is not supported (only \"right\")"
-            ))
-            .tei();
+            return app
+                .rejected(ApiError::validation(format!(
+                    "truncation_direction {direction:?} is not supported (only \"right\")"
+                )))
+                .tei();
         }
     }
     let truncate = body.truncate.unwrap_or(app.auto_truncate);
@@ -109,16 +124,17 @@ pub async fn embed(State(app): State<AppState>, request: Request<Body>) -> Respo
 pub async fn openai_embeddings(State(app): State<AppState>, request: Request<Body>) -> Response {
     let body: OpenAiBody = match read_json(request, app.payload_limit).await {
         Ok(body) => body,
-        Err(e) => return e.openai(),
+        Err(e) => return app.rejected(e).openai(),
     };
     let base64 = match body.encoding_format.as_deref() {
         None | Some("float") => false,
         Some("base64") => true,
         Some(other) => {
-            return ApiError::validation(format!(
-                "encoding_format {other:?} is not one of \"float\", \"base64\""
-            ))
-            .openai()
+            return app
+                .rejected(ApiError::validation(format!(
+                    "encoding_format {other:?} is not one of \"float\", \"base64\""
+                )))
+                .openai()
         }
     };
     let answer = match run(
