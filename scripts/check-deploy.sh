@@ -20,7 +20,8 @@ if [ -z "$bin" ]; then
     bin=./target/debug/hipinfer
 fi
 log="$(mktemp)"
-"$bin" serve --backend cpu --host 127.0.0.1 --port 0 --model "$model" 2>"$log" &
+# As the Kubernetes example runs it: the backend in a supervised worker process.
+"$bin" serve --backend cpu --isolation subprocess --host 127.0.0.1 --port 0 --model "$model" 2>"$log" &
 server=$!
 trap 'kill "$server" 2>/dev/null || true; rm -f "$log"' EXIT
 address=""

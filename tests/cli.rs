@@ -181,6 +181,11 @@ fn bench_prints_one_json_line() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
+    assert!(
+        output.stderr.is_empty(),
+        "no progress when stderr is not a terminal: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     for key in [
         "batch",
@@ -348,5 +353,53 @@ fn a_config_file_is_kept_where_no_flag_is_given_and_variables_override_it() {
         "the variable over the file"
     );
     assert_eq!(terminate(child), Some(0));
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn chaos_with_a_worker_process_counts_its_aborts_hangs_and_restarts() {
+    let dir = tiny_model::write("cli-chaos-isolated");
+    let output = hipinfer()
+        .args([
+            "chaos",
+            "--backend",
+            "cpu",
+            "--isolation",
+            "subprocess",
+            "--worker-step-timeout",
+            "1s",
+            "--requests",
+            "80",
+            "--concurrency",
+            "8",
+            "--abort-rate",
+            "0.01",
+            "--hang-rate",
+            "0.003",
+            "--seed",
+            "3",
+            "--model",
+        ])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    println!("{json}");
+    assert_eq!(json["succeeded"], 80, "{json}");
+    for key in ["lost", "duplicated", "mismatched", "failed"] {
+        assert_eq!(json[key], 0, "{key}: {json}");
+    }
+    let (aborts, hangs) = (
+        json["injected"]["abort"].as_u64().unwrap(),
+        json["injected"]["hang"].as_u64().unwrap(),
+    );
+    assert!(aborts > 0 && hangs > 0, "{json}");
+    assert_eq!(
+        json["worker_restarts"].as_u64().unwrap(),
+        aborts + hangs,
+        "{json}"
+    );
     std::fs::remove_dir_all(dir).unwrap();
 }

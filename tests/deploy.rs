@@ -51,12 +51,35 @@ fn every_metric_the_rules_and_dashboard_use_exists() {
     let engine = InferenceEngine::with_backend(config, backend.clone()).unwrap();
     backend.script(Op::Launch, 304, 1); // so the error series exist, as they do after any fault
     engine.embed(&["hello world"]).unwrap();
-    let scraped: BTreeSet<String> = engine
+    let mut scraped: BTreeSet<String> = engine
         .registry()
         .gather()
         .iter()
         .map(|family| family.name().to_string())
         .collect();
+    // And an engine whose backend runs in a worker process (the Kubernetes example's setting):
+    // the worker series.
+    let isolated = InferenceEngine::new(
+        EngineConfig::builder()
+            .model(support::tiny_model::write("deploy-isolated"))
+            .backend(hipinfer::backend::BackendChoice::Cpu)
+            .isolation(hipinfer::isolation::Isolation::Subprocess)
+            .worker(hipinfer::isolation::WorkerConfig {
+                program: Some(env!("CARGO_BIN_EXE_hipinfer").into()),
+                ..Default::default()
+            })
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    isolated.embed(&["hello world"]).unwrap();
+    scraped.extend(
+        isolated
+            .registry()
+            .gather()
+            .iter()
+            .map(|family| family.name().to_string()),
+    );
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
     for file in [
         "prometheus/hipinfer-alerts.yml",
@@ -74,11 +97,12 @@ fn every_metric_the_rules_and_dashboard_use_exists() {
         &std::fs::read_to_string(root.join("grafana/hipinfer-dashboard.json")).unwrap(),
     )
     .unwrap();
-    assert!(dashboard["panels"].as_array().unwrap().len() >= 8);
+    assert!(dashboard["panels"].as_array().unwrap().len() >= 12);
     let kubernetes = std::fs::read_to_string(root.join("kubernetes/hipinfer.yaml")).unwrap();
     assert_eq!(
         kubernetes.matches("path: /health").count(),
         2,
         "readiness and liveness use /health"
     );
+    assert!(kubernetes.contains("{name: HIPINFER_ISOLATION, value: subprocess}"));
 }

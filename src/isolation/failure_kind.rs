@@ -48,22 +48,29 @@ const TRANSIENT_TEXT: [&str; 5] = [
     "would block",
 ];
 
-/// Classifies `error`.
+/// Classifies `error`: by its kind (and `ENOEXEC`, which has no kind of its own); by its message
+/// only when the kind says nothing, permanent fragments before transient ones; transient when
+/// nothing matches (a retry with backoff, bounded by the respawn breaker).
 pub fn classify(error: &std::io::Error) -> FailureKind {
     let kind = error.kind();
-    if PERMANENT_KINDS.contains(&kind) {
+    if PERMANENT_KINDS.contains(&kind) || error.raw_os_error() == Some(ENOEXEC) {
         return FailureKind::Permanent;
+    }
+    if TRANSIENT_KINDS.contains(&kind) {
+        return FailureKind::Transient;
     }
     let text = error.to_string().to_ascii_lowercase();
-    // ENOEXEC (8): an exec format error, whatever its kind says.
-    if error.raw_os_error() == Some(8) || PERMANENT_TEXT.iter().any(|t| text.contains(t)) {
+    if PERMANENT_TEXT.iter().any(|t| text.contains(t)) {
         return FailureKind::Permanent;
     }
-    if TRANSIENT_KINDS.contains(&kind) || TRANSIENT_TEXT.iter().any(|t| text.contains(t)) {
+    if TRANSIENT_TEXT.iter().any(|t| text.contains(t)) {
         return FailureKind::Transient;
     }
     FailureKind::Transient
 }
+
+/// "Exec format error": the file is not a program this machine can run.
+const ENOEXEC: i32 = 8;
 
 #[cfg(test)]
 mod tests {
@@ -99,6 +106,9 @@ mod tests {
            // A message naming both: permanent wins.
         let both = Error::other("broken pipe after exec format error");
         assert_eq!(classify(&both), FailureKind::Permanent);
+        // A kind that says transient is not overruled by its message.
+        let reset = Error::new(ErrorKind::ConnectionReset, "permission denied by peer");
+        assert_eq!(classify(&reset), FailureKind::Transient);
         assert_eq!(
             classify(&Error::other("connection reset by peer")),
             FailureKind::Transient

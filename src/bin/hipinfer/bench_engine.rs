@@ -66,7 +66,15 @@ where
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
+    let progress = Progress::new("bench");
+    loop {
+        let elapsed = started.elapsed().as_secs_f64();
+        progress.seconds(elapsed, seconds);
+        if elapsed >= seconds {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs_f64((seconds - elapsed).min(0.25))).await;
+    }
     stop.store(true, Ordering::Relaxed);
     let elapsed_at_stop = started.elapsed().as_secs_f64();
     for task in tasks {

@@ -10,12 +10,12 @@ use crate::progress::Progress;
 use crate::Failure;
 
 pub fn chaos(args: ChaosArgs) -> Result<ExitCode, Failure> {
-    if args.common.backend() == BackendChoice::Hip {
+    let mut engine = args.engine.engine_config(&args.common)?;
+    if engine.backend == BackendChoice::Hip {
         return Err(
             "chaos injects its faults into the CPU backend: use --backend cpu or auto".into(),
         );
     }
-    let mut engine = args.engine.engine_config(&args.common)?;
     // A campaign counts worker restarts rather than capping them.
     engine.worker.max_restarts = u32::MAX;
     let mut config = ChaosConfig::new(engine, args.requests, args.concurrency, args.seed);

@@ -11,6 +11,7 @@ use hipinfer::model::{Embedder, Encoding, Model};
 use serde_json::json;
 
 use crate::args::{BenchArgs, Common, EmbedArgs};
+use crate::progress::Progress;
 use crate::Failure;
 
 /// Loads the model and runs `job` on the chosen backend.
@@ -142,11 +143,13 @@ pub fn bench(args: BenchArgs) -> Result<ExitCode, Failure> {
             embedder.embed(&batch, true)?; // warm-up: caches, allocator, thread pool
         }
         let mut times = Vec::new();
+        let progress = Progress::new("bench");
         let started = Instant::now();
         while started.elapsed() < Duration::from_secs_f64(args.seconds) || times.len() < 3 {
             let t = Instant::now();
             embedder.embed(&batch, true)?;
             times.push(t.elapsed().as_secs_f64() * 1e3);
+            progress.seconds(started.elapsed().as_secs_f64(), args.seconds);
         }
         let total_ms: f64 = times.iter().sum();
         times.sort_by(f64::total_cmp);

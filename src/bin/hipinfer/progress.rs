@@ -22,16 +22,28 @@ impl Progress {
         }
     }
 
+    /// `label: done/total`.
     pub fn update(&self, done: usize, total: usize) {
+        self.show(|| format!("{done}/{total}"), done >= total);
+    }
+
+    /// `label: 3/10 s` for a phase that runs for a set time.
+    pub fn seconds(&self, elapsed: f64, total: f64) {
+        let done = elapsed >= total;
+        self.show(|| format!("{:.0}/{total:.0} s", elapsed.min(total)), done);
+    }
+
+    /// Writes `label: text` over the previous line (a newline after the last).
+    fn show(&self, text: impl FnOnce() -> String, last: bool) {
         let Some(shown) = &self.shown else { return };
-        let mut last = shown.lock();
-        if done < total && last.elapsed() < Duration::from_millis(100) {
+        let mut at = shown.lock();
+        if !last && at.elapsed() < Duration::from_millis(100) {
             return;
         }
-        *last = Instant::now();
+        *at = Instant::now();
         let mut err = std::io::stderr().lock();
-        let _ = write!(err, "\r{}: {done}/{total}", self.label);
-        if done >= total {
+        let _ = write!(err, "\r{}: {}", self.label, text());
+        if last {
             let _ = writeln!(err);
         }
         let _ = err.flush();
