@@ -532,3 +532,42 @@ async fn shutdown_drains_the_requests_in_flight() {
         "the engine was shut down with the server"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_that_needed_retries_carries_its_retry_report() {
+    let backend = Arc::new(FaultyBackend::passthrough(cpu()));
+    let engine = InferenceEngine::with_backend(config("server-report"), backend.clone()).unwrap();
+    let server = Server::start(engine, ServerConfig::default()).await;
+    let plain = server
+        .client
+        .post(format!("{}/embed", server.base))
+        .json(&json!({"inputs": "hello"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(plain.headers()["x-hipinfer-retries"], "0");
+    assert!(plain.headers().get("x-hipinfer-retry-report").is_none());
+
+    backend.script(Op::Launch, 304, 2); // the next two launches fail with a transient error
+    let retried = server
+        .client
+        .post(format!("{}/v1/embeddings", server.base))
+        .json(&json!({"input": "hello world"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(retried.status(), 200);
+    assert_eq!(retried.headers()["x-hipinfer-retries"], "2");
+    let report: Value = serde_json::from_str(
+        retried.headers()["x-hipinfer-retry-report"]
+            .to_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(report["retries"], 2, "{report}");
+    let history = report["history"].as_array().unwrap();
+    assert_eq!(history.len(), 2, "{report}");
+    assert_eq!(history[0]["code"], 304);
+    assert_eq!(history[0]["op"], "launch");
+    server.stop().await;
+}

@@ -81,13 +81,26 @@ fn with_headers(mut response: Response, answer: &EmbedResponse) -> Response {
     put("x-tokenization-time", ms(t.tokenization));
     put("x-queue-time", ms(t.queue));
     put("x-inference-time", ms(t.inference));
-    put("x-hipinfer-retries", answer.retry.retries.to_string());
-    put(
-        "x-hipinfer-failed-steps",
-        answer.retry.failed_steps.to_string(),
-    );
+    let retry = &answer.retry;
+    put("x-hipinfer-retries", retry.retries.to_string());
+    put("x-hipinfer-failed-steps", retry.failed_steps.to_string());
+    if !retry.is_empty() {
+        // The history itself, newest last; a long one keeps its last records (headers stay small).
+        let kept = retry.history.len().min(REPORT_HEADER_RECORDS);
+        let report = json!({
+            "retries": retry.retries,
+            "failed_steps": retry.failed_steps,
+            "worker_restarts": retry.worker_restarts,
+            "history": &retry.history[retry.history.len() - kept..],
+            "history_omitted": retry.history.len() - kept,
+        });
+        put("x-hipinfer-retry-report", report.to_string());
+    }
     response
 }
+
+/// Retry records at most in the `x-hipinfer-retry-report` header.
+const REPORT_HEADER_RECORDS: usize = 16;
 
 /// POST `/embed`: `{inputs, truncate?, normalize?}` → `[[f32]]`.
 pub async fn embed(State(app): State<AppState>, request: Request<Body>) -> Response {
