@@ -74,7 +74,7 @@ fn two_thousand_requests_with_aborting_workers_lose_nothing() {
 fn a_hung_worker_is_killed_at_the_step_deadline_and_replaced() {
     let _serial = ONE_AT_A_TIME.lock();
     let mut engine = config("iso-hang");
-    engine.worker = worker(Duration::from_millis(300));
+    engine.worker = worker(Duration::from_secs(1)); // far above a tiny-model step, even under load
     engine.worker.max_restarts = u32::MAX;
     let mut chaos = ChaosConfig::new(engine, 300, 16, 5);
     chaos.hang_rate = 0.003;
