@@ -254,6 +254,11 @@ fn a_crash_looping_worker_makes_health_answer_503() {
         assert_eq!(health.status().as_u16(), 503);
         let body: serde_json::Value = health.json().await.unwrap();
         assert_eq!(body["error_type"], "unhealthy");
+        // The operator's endpoint says why; clients of the API get no internal detail.
+        assert!(
+            body["error"].as_str().unwrap().contains("/bin/false"),
+            "{body}"
+        );
         let embed = client
             .post(format!("{base}/embed"))
             .json(&serde_json::json!({"inputs": "hello"}))
@@ -261,6 +266,9 @@ fn a_crash_looping_worker_makes_health_answer_503() {
             .await
             .unwrap();
         assert_eq!(embed.status().as_u16(), 503);
+        let body: serde_json::Value = embed.json().await.unwrap();
+        assert_eq!(body["error_type"], "unhealthy");
+        assert!(!body.to_string().contains("/bin/false"), "{body}");
         let _ = stop.send(());
         server.await.unwrap().unwrap();
     });

@@ -63,7 +63,14 @@ impl From<EngineError> for ApiError {
             EngineError::Failed { .. } | EngineError::DeadlineExceeded { .. } => {
                 Self::new(StatusCode::FAILED_DEPENDENCY, "backend", message)
             }
-            EngineError::Unhealthy { .. } | EngineError::ShuttingDown => {
+            // The reason (which may name programs, files or device errors) is for operators:
+            // it is on /health and in the log, not in answers to every client.
+            EngineError::Unhealthy { .. } => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unhealthy",
+                "the engine is unhealthy and refuses requests until it recovers",
+            ),
+            EngineError::ShuttingDown => {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, "unhealthy", message)
             }
             EngineError::Config(_) | EngineError::Model(_) | EngineError::Backend(_) => {
