@@ -479,6 +479,16 @@ async fn sixty_four_clients_under_faults_get_every_answer_right_and_the_metrics_
         }
     }
     assert!(backend.injected(304) > 0 && backend.injected(2) > 0 && backend.injected(700) > 0);
+    // Each error returned was either retried (one attempt) or given up on (one give-up, by
+    // reason): the retry counters add up to the injector's count.
+    let attempts = support::sum_of(&metrics, "hipinfer_gpu_retry_attempts_total");
+    let given_up = support::sum_of(&metrics, "hipinfer_gpu_retry_failed_total");
+    assert_eq!(
+        attempts + given_up,
+        backend.returned_total() as f64,
+        "{metrics}"
+    );
+    assert!(attempts > 0.0 && given_up > 0.0);
     let replays: f64 = ["reset", "retry", "reclaim", "probe", "fatal"]
         .iter()
         .filter_map(|c| {

@@ -59,6 +59,17 @@ pub fn sample(text: &str, series: &str) -> Option<f64> {
     })
 }
 
+/// The sum of every series of the metric `name` (all label values) in a Prometheus text scrape.
+pub fn sum_of(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|line| {
+            line.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// Embeds each text as its own request, all at once from threads; answers in the texts' order.
 pub fn embed_each_concurrently<'a>(
     engine: &hipinfer::engine::InferenceEngine,
