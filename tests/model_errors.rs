@@ -219,3 +219,25 @@ fn model_errors_are_send_sync() {
     fn shared<T: Send + Sync>() {}
     shared::<Embedder<CpuBackend>>();
 }
+
+#[test]
+fn a_model_loaded_for_inference_needs_no_tokenizer_and_says_so_when_asked() {
+    let dir = tiny_model::write("inference-only");
+    let full = Model::load(&dir).unwrap();
+    let encodings = full.tokenize(&["hello world!", "rust is fast"]).unwrap();
+    std::fs::remove_file(dir.join("tokenizer.json")).unwrap();
+    assert!(load_error(&dir).contains("has no tokenizer.json"));
+
+    let model = Arc::new(Model::load_for_inference(&dir).unwrap());
+    let error = model.tokenize(&["hello"]).unwrap_err().to_string();
+    assert!(error.contains("tokenizer.json"), "{error}");
+    // Token ids from elsewhere (a worker's supervisor) run the same.
+    let cpu = || CpuBackend::with_threads(2).unwrap();
+    let worker = Embedder::new(model, cpu()).unwrap();
+    let reference = Embedder::new(Arc::new(full), cpu()).unwrap();
+    assert_eq!(
+        worker.embed_encodings(&encodings, true).unwrap(),
+        reference.embed_encodings(&encodings, true).unwrap()
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}

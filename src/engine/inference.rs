@@ -423,7 +423,7 @@ impl InferenceEngine {
         let (mut encoding, truncated) = self
             .inner
             .model
-            .tokenizer()
+            .tokenizer()?
             .encode_noting_truncation(index, text)
             .map_err(|e| EngineError::Validation {
                 index: Some(index),

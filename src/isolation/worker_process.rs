@@ -194,7 +194,8 @@ fn start_worker(start: &super::protocol::WorkerStart, writer: &Writer) -> Result
         ),
         None => None,
     };
-    let model = Arc::new(Model::load(&config.model).map_err(|e| e.to_string())?);
+    // The supervisor tokenizes; the worker only runs token ids through the model.
+    let model = Arc::new(Model::load_for_inference(&config.model).map_err(|e| e.to_string())?);
     let registry = Registry::new();
     let state = retry_state(&config, &registry).map_err(|e| e.to_string())?;
     let notify_writer = writer.clone();

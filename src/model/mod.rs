@@ -36,7 +36,8 @@ pub struct Model {
     dir: PathBuf,
     name: String,
     config: ModelConfig,
-    tokenizer: TextTokenizer,
+    /// `None` when loaded with [`Model::load_for_inference`].
+    tokenizer: Option<TextTokenizer>,
     weights: WeightFile,
 }
 
@@ -44,14 +45,29 @@ impl Model {
     /// Loads the Hugging Face model folder `dir` (`config.json`, `model.safetensors`,
     /// `tokenizer.json`, and optionally `sentence_bert_config.json` and `1_Pooling/config.json`).
     pub fn load(dir: impl AsRef<Path>) -> Result<Model, ModelError> {
-        let dir = dir.as_ref();
+        Self::load_parts(dir.as_ref(), true)
+    }
+
+    /// Loads what running the model needs — configuration and weights — without parsing
+    /// `tokenizer.json`: for a worker process, which receives token ids (it restarts ~30 ms
+    /// sooner). [`Model::tokenizer`] then answers an error.
+    pub fn load_for_inference(dir: impl AsRef<Path>) -> Result<Model, ModelError> {
+        Self::load_parts(dir.as_ref(), false)
+    }
+
+    fn load_parts(dir: &Path, with_tokenizer: bool) -> Result<Model, ModelError> {
         if !dir.is_dir() {
             return Err(ModelError::Folder {
                 path: dir.to_path_buf(),
                 message: "is not a folder (fetch the model with scripts/fetch-model.sh, or pass --model DIR)".into(),
             });
         }
-        for required in ["config.json", "model.safetensors", "tokenizer.json"] {
+        let required: &[&str] = if with_tokenizer {
+            &["config.json", "model.safetensors", "tokenizer.json"]
+        } else {
+            &["config.json", "model.safetensors"]
+        };
+        for required in required {
             if !dir.join(required).is_file() {
                 return Err(ModelError::Folder {
                     path: dir.to_path_buf(),
@@ -60,7 +76,14 @@ impl Model {
             }
         }
         let config = ModelConfig::load(dir)?;
-        let tokenizer = TextTokenizer::load(&dir.join("tokenizer.json"), config.max_seq_length)?;
+        let tokenizer = if with_tokenizer {
+            Some(TextTokenizer::load(
+                &dir.join("tokenizer.json"),
+                config.max_seq_length,
+            )?)
+        } else {
+            None
+        };
         let weights = WeightFile::open(&dir.join("model.safetensors"), &config.bert)?;
         let name = dir.file_name().map_or_else(
             || dir.display().to_string(),
@@ -88,8 +111,14 @@ impl Model {
         &self.config
     }
 
-    pub fn tokenizer(&self) -> &TextTokenizer {
-        &self.tokenizer
+    /// The tokenizer; an error for a model loaded with [`Model::load_for_inference`].
+    pub fn tokenizer(&self) -> Result<&TextTokenizer, ModelError> {
+        self.tokenizer
+            .as_ref()
+            .ok_or_else(|| ModelError::Tokenizer {
+                path: self.dir.join("tokenizer.json"),
+                message: "was not loaded (Model::load_for_inference): tokenize elsewhere".into(),
+            })
     }
 
     pub fn weights(&self) -> &WeightFile {
@@ -103,10 +132,11 @@ impl Model {
 
     /// Tokenizes every text (truncated at `max_seq_length`).
     pub fn tokenize<S: AsRef<str>>(&self, texts: &[S]) -> Result<Vec<Encoding>, ModelError> {
+        let tokenizer = self.tokenizer()?;
         texts
             .iter()
             .enumerate()
-            .map(|(i, text)| self.tokenizer.encode(i, text.as_ref()))
+            .map(|(i, text)| tokenizer.encode(i, text.as_ref()))
             .collect()
     }
 }

@@ -198,7 +198,10 @@ pub async fn tokenize(State(app): State<AppState>, request: Request<Body>) -> Re
         return ApiError::new(StatusCode::BAD_REQUEST, "empty", "empty input").tei();
     }
     let specials = body.add_special_tokens.unwrap_or(true);
-    let tokenizer = app.engine.model().tokenizer();
+    let tokenizer = match app.engine.model().tokenizer() {
+        Ok(tokenizer) => tokenizer,
+        Err(e) => return ApiError::from(crate::engine::EngineError::from(e)).tei(),
+    };
     let mut all = Vec::with_capacity(inputs.len());
     for (index, text) in inputs.iter().enumerate() {
         match tokenizer.tokens(index, text) {
