@@ -291,6 +291,8 @@ fn a_worker_that_builds_its_own_engine_refuses_instead_of_spawning_more() {
         }
         return;
     }
+    // The child is a process of ours too: other tests check that none is left behind.
+    let _serial = ONE_AT_A_TIME.lock();
     let output = std::process::Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",

@@ -579,5 +579,34 @@ async fn an_answer_that_needed_retries_carries_its_retry_report() {
     assert_eq!(history.len(), 2, "{report}");
     assert_eq!(history[0]["code"], 304);
     assert_eq!(history[0]["op"], "launch");
+
+    // A long history keeps its newest records within 2 KB (proxies refuse large headers).
+    backend.script(Op::Launch, 2, 14); // out of memory, again and again
+    let long = server
+        .client
+        .post(format!("{}/embed", server.base))
+        .json(&json!({"inputs": "hello world"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(long.status(), 200);
+    let header = long.headers()["x-hipinfer-retry-report"].to_str().unwrap();
+    assert!(header.len() <= 2048, "{} bytes", header.len());
+    let report: Value = serde_json::from_str(header).unwrap();
+    let kept = report["history"].as_array().unwrap().len() as u64;
+    let omitted = report["history_omitted"].as_u64().unwrap();
+    assert!(kept > 0 && omitted > 0, "{report}");
     server.stop().await;
+}
+
+#[test]
+fn the_shutdown_signal_can_be_made_outside_a_runtime() {
+    // Its handlers are then installed when it is first polled, inside the server's runtime.
+    let shutdown = hipinfer::server::shutdown_signal();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let mut shutdown = Box::pin(shutdown);
+        let waited = tokio::time::timeout(Duration::from_millis(5), shutdown.as_mut()).await;
+        assert!(waited.is_err(), "no signal came, so it is still waiting");
+    });
 }

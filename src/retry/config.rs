@@ -266,7 +266,9 @@ impl RetryConfig {
     }
 
     /// This configuration (from a file, say) overridden by the variables `lookup` finds, as
-    /// [`RetryConfig::from_lookup`] reads them; validated.
+    /// [`RetryConfig::from_lookup`] reads them; validated. A per-operation override the
+    /// configuration already has is a whole replacement: `HIPINFER_RETRY_<OP>_*` variables apply
+    /// to it, the global `HIPINFER_RETRY_*` ones do not.
     pub fn with_vars(
         mut self,
         lookup: impl Fn(&str) -> Option<String>,

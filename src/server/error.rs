@@ -63,8 +63,8 @@ impl From<EngineError> for ApiError {
             EngineError::Failed { .. } | EngineError::DeadlineExceeded { .. } => {
                 Self::new(StatusCode::FAILED_DEPENDENCY, "backend", message)
             }
-            // The reason (which may name programs, files or device errors) is for operators:
-            // it is on /health and in the log, not in answers to every client.
+            // The reason (which may name programs, files or device errors) is for operators and
+            // probes: /health and the log carry it; answers to API calls stay generic.
             EngineError::Unhealthy { .. } => Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unhealthy",

@@ -129,22 +129,19 @@ pub async fn serve_on(
 
 /// A future that completes on SIGTERM or ctrl-c (SIGINT).
 ///
-/// The signal handlers are installed when this function is called, not when the future is first
-/// polled, so a signal that arrives while the server is still starting is not lost (and does not
-/// kill the process with the default action). Call it inside a tokio runtime.
+/// Called inside a tokio runtime, it installs the signal handlers at once, not when the future
+/// is first polled, so a signal that arrives while the server is still starting is not lost (and
+/// does not kill the process with the default action). Called outside one, it installs them
+/// when first polled.
 pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
-    let signals = {
-        use tokio::signal::unix::{signal, SignalKind};
-        (
-            signal(SignalKind::terminate()).ok(),
-            signal(SignalKind::interrupt()).ok(),
-        )
-    };
+    let signals = tokio::runtime::Handle::try_current()
+        .is_ok()
+        .then(unix_signals);
     async move {
         #[cfg(unix)]
         {
-            let (mut terminate, mut interrupt) = signals;
+            let (mut terminate, mut interrupt) = signals.unwrap_or_else(unix_signals);
             let wait = |signal: Option<tokio::signal::unix::Signal>| async move {
                 match signal {
                     Some(mut signal) => {
@@ -164,4 +161,17 @@ pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'stat
         }
         tracing::info!("shutting down: finishing the requests in flight");
     }
+}
+
+/// SIGTERM's and SIGINT's streams (`None` where one cannot be installed).
+#[cfg(unix)]
+fn unix_signals() -> (
+    Option<tokio::signal::unix::Signal>,
+    Option<tokio::signal::unix::Signal>,
+) {
+    use tokio::signal::unix::{signal, SignalKind};
+    (
+        signal(SignalKind::terminate()).ok(),
+        signal(SignalKind::interrupt()).ok(),
+    )
 }

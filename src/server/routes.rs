@@ -85,22 +85,31 @@ fn with_headers(mut response: Response, answer: &EmbedResponse) -> Response {
     put("x-hipinfer-retries", retry.retries.to_string());
     put("x-hipinfer-failed-steps", retry.failed_steps.to_string());
     if !retry.is_empty() {
-        // The history itself, newest last; a long one keeps its last records (headers stay small).
-        let kept = retry.history.len().min(REPORT_HEADER_RECORDS);
-        let report = json!({
-            "retries": retry.retries,
-            "failed_steps": retry.failed_steps,
-            "worker_restarts": retry.worker_restarts,
-            "history": &retry.history[retry.history.len() - kept..],
-            "history_omitted": retry.history.len() - kept,
-        });
-        put("x-hipinfer-retry-report", report.to_string());
+        // The history itself, newest last; a long one keeps its newest records that fit in
+        // REPORT_HEADER_BYTES (proxies refuse large headers: nginx buffers 4 KB by default).
+        let report = |kept: usize| {
+            json!({
+                "retries": retry.retries,
+                "failed_steps": retry.failed_steps,
+                "worker_restarts": retry.worker_restarts,
+                "history": &retry.history[retry.history.len() - kept..],
+                "history_omitted": retry.history.len() - kept,
+            })
+            .to_string()
+        };
+        let mut kept = retry.history.len();
+        let mut text = report(kept);
+        while text.len() > REPORT_HEADER_BYTES && kept > 0 {
+            kept -= 1;
+            text = report(kept);
+        }
+        put("x-hipinfer-retry-report", text);
     }
     response
 }
 
-/// Retry records at most in the `x-hipinfer-retry-report` header.
-const REPORT_HEADER_RECORDS: usize = 16;
+/// The most bytes of the `x-hipinfer-retry-report` header.
+const REPORT_HEADER_BYTES: usize = 2048;
 
 /// POST `/embed`: `{inputs, truncate?, normalize?}` → `[[f32]]`.
 pub async fn embed(State(app): State<AppState>, request: Request<Body>) -> Response {

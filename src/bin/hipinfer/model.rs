@@ -129,7 +129,20 @@ pub fn bench(args: BenchArgs) -> Result<ExitCode, Failure> {
     if !(args.seconds.is_finite() && args.seconds > 0.0) {
         return Err("--seconds must be a positive number".into());
     }
-    with_embedder(&args.common, &mut |embedder| {
+    // The model bench runs no engine, but takes its model and device from a --config file too.
+    let common = match &args.engine.config {
+        Some(_) => {
+            let config = args.engine.engine_config(&args.common)?;
+            Common {
+                model: Some(config.model),
+                backend: Some(config.backend),
+                device: Some(config.device),
+                threads: config.threads,
+            }
+        }
+        None => args.common.clone(),
+    };
+    with_embedder(&common, &mut |embedder| {
         let max = embedder.model().config().max_seq_length;
         if args.seq > max {
             return Err(format!(
@@ -149,8 +162,12 @@ pub fn bench(args: BenchArgs) -> Result<ExitCode, Failure> {
             let t = Instant::now();
             embedder.embed(&batch, true)?;
             times.push(t.elapsed().as_secs_f64() * 1e3);
-            progress.seconds(started.elapsed().as_secs_f64(), args.seconds);
+            let elapsed = started.elapsed().as_secs_f64();
+            if elapsed < args.seconds {
+                progress.seconds(elapsed, args.seconds);
+            }
         }
+        progress.seconds(args.seconds, args.seconds);
         let total_ms: f64 = times.iter().sum();
         times.sort_by(f64::total_cmp);
         let output = json!({

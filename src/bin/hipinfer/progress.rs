@@ -30,7 +30,7 @@ impl Progress {
     /// `label: 3/10 s` for a phase that runs for a set time.
     pub fn seconds(&self, elapsed: f64, total: f64) {
         let done = elapsed >= total;
-        self.show(|| format!("{:.0}/{total:.0} s", elapsed.min(total)), done);
+        self.show(|| format!("{:.1}/{total:.1} s", elapsed.min(total)), done);
     }
 
     /// Writes `label: text` over the previous line (a newline after the last).
