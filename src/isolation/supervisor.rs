@@ -138,6 +138,24 @@ struct Death {
     message: String,
 }
 
+impl Death {
+    /// The worker exited, or can no longer be talked to.
+    fn exit(message: impl Into<String>) -> Death {
+        Death {
+            reason: "exit",
+            message: message.into(),
+        }
+    }
+
+    /// The worker did not answer within `timeout`: hung.
+    fn timeout(timeout: Duration) -> Death {
+        Death {
+            reason: "timeout",
+            message: format!("the worker did not answer within {timeout:?}"),
+        }
+    }
+}
+
 /// Steps in a supervised worker process.
 pub struct Supervisor {
     start: WorkerStart,
@@ -360,25 +378,16 @@ impl Supervisor {
     /// injected-fault notices that arrive first.
     fn ask(&mut self, message: &ToWorker, id: u64, timeout: Duration) -> Result<FromWorker, Death> {
         let Some(live) = self.live.as_mut() else {
-            return Err(Death {
-                reason: "exit",
-                message: "no worker is running".into(),
-            });
+            return Err(Death::exit("no worker is running"));
         };
         if let Err(e) = message.write(&mut live.writer) {
-            return Err(Death {
-                reason: "exit",
-                message: format!("could not send to the worker: {e}"),
-            });
+            return Err(Death::exit(format!("could not send to the worker: {e}")));
         }
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(Death {
-                    reason: "timeout",
-                    message: format!("the worker did not answer within {timeout:?}"),
-                });
+                return Err(Death::timeout(timeout));
             }
             let live = self.live.as_mut().expect("checked above");
             let _ = live.reader.get_ref().set_read_timeout(Some(left));
@@ -400,10 +409,9 @@ impl Supervisor {
                         _ => false,
                     };
                     if !matches {
-                        return Err(Death {
-                            reason: "exit",
-                            message: format!("the worker answered out of turn: {reply:?}"),
-                        });
+                        return Err(Death::exit(format!(
+                            "the worker answered out of turn: {reply:?}"
+                        )));
                     }
                     return Ok(reply);
                 }
@@ -413,17 +421,9 @@ impl Supervisor {
                         std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
                     ) =>
                 {
-                    return Err(Death {
-                        reason: "timeout",
-                        message: format!("the worker did not answer within {timeout:?}"),
-                    });
+                    return Err(Death::timeout(timeout));
                 }
-                Err(e) => {
-                    return Err(Death {
-                        reason: "exit",
-                        message: format!("the worker went away: {e}"),
-                    })
-                }
+                Err(e) => return Err(Death::exit(format!("the worker went away: {e}"))),
             }
         }
     }
@@ -455,10 +455,7 @@ impl Supervisor {
     fn unexpected(&mut self, answer: Result<FromWorker, Death>, inputs: usize) -> StepFailure {
         let death = answer.map_or_else(
             |death| death,
-            |other| Death {
-                reason: "exit",
-                message: format!("unexpected answer {other:?}"),
-            },
+            |other| Death::exit(format!("unexpected answer {other:?}")),
         );
         self.worker_failure(death, inputs)
     }

@@ -85,27 +85,44 @@ fn with_headers(mut response: Response, answer: &EmbedResponse) -> Response {
     put("x-hipinfer-retries", retry.retries.to_string());
     put("x-hipinfer-failed-steps", retry.failed_steps.to_string());
     if !retry.is_empty() {
-        // The history itself, newest last; a long one keeps its newest records that fit in
-        // REPORT_HEADER_BYTES (proxies refuse large headers: nginx buffers 4 KB by default).
-        let report = |kept: usize| {
-            json!({
-                "retries": retry.retries,
-                "failed_steps": retry.failed_steps,
-                "worker_restarts": retry.worker_restarts,
-                "history": &retry.history[retry.history.len() - kept..],
-                "history_omitted": retry.history.len() - kept,
-            })
-            .to_string()
-        };
-        let mut kept = retry.history.len();
-        let mut text = report(kept);
-        while text.len() > REPORT_HEADER_BYTES && kept > 0 {
-            kept -= 1;
-            text = report(kept);
-        }
-        put("x-hipinfer-retry-report", text);
+        put("x-hipinfer-retry-report", retry_report_header(retry));
     }
     response
+}
+
+/// The retry report as header text: the counts and the newest history records that fit in
+/// [`REPORT_HEADER_BYTES`] (proxies refuse large headers: nginx buffers 4 KB by default).
+fn retry_report_header(retry: &crate::engine::RetryReport) -> String {
+    let report = |kept: usize| {
+        json!({
+            "retries": retry.retries,
+            "failed_steps": retry.failed_steps,
+            "worker_restarts": retry.worker_restarts,
+            "history": &retry.history[retry.history.len() - kept..],
+            "history_omitted": retry.history.len() - kept,
+        })
+        .to_string()
+    };
+    // Each record's size once, newest first; then one report of what fits (fewer, in the rare
+    // case the counts' own digits tip it over).
+    let room = REPORT_HEADER_BYTES.saturating_sub(report(0).len());
+    let mut used = 0usize;
+    let mut kept = retry
+        .history
+        .iter()
+        .rev()
+        .take_while(|record| {
+            let size = serde_json::to_string(record).map_or(usize::MAX, |t| t.len() + 1);
+            used = used.saturating_add(size);
+            used <= room
+        })
+        .count();
+    let mut text = report(kept);
+    while text.len() > REPORT_HEADER_BYTES && kept > 0 {
+        kept -= 1;
+        text = report(kept);
+    }
+    text
 }
 
 /// The most bytes of the `x-hipinfer-retry-report` header.

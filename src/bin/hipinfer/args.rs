@@ -7,7 +7,6 @@ use clap::{Args, Parser, Subcommand};
 use hipinfer::backend::BackendChoice;
 use hipinfer::engine::EngineConfig;
 use hipinfer::isolation::Isolation;
-use hipinfer::model::DEFAULT_MODEL_DIR;
 use hipinfer::retry::parse_duration;
 use hipinfer::ConfigError;
 
@@ -59,19 +58,20 @@ pub struct Common {
     pub threads: Option<usize>,
 }
 
+/// Unset flags fall back to `EngineConfig`'s defaults (one place says what they are).
 impl Common {
     pub fn model_dir(&self) -> PathBuf {
         self.model
             .clone()
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_MODEL_DIR))
+            .unwrap_or_else(|| EngineConfig::default().model)
     }
 
     pub fn backend(&self) -> BackendChoice {
-        self.backend.unwrap_or(BackendChoice::Auto)
+        self.backend.unwrap_or(EngineConfig::default().backend)
     }
 
     pub fn device(&self) -> i32 {
-        self.device.unwrap_or(0)
+        self.device.unwrap_or(EngineConfig::default().device)
     }
 }
 
