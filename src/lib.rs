@@ -4,7 +4,9 @@
 //! Layers (see `README.md`): [`error`] classifies HIP status codes into recovery classes;
 //! [`retry`] retries device operations by class with backoff, a circuit breaker, a retry budget
 //! and Prometheus metrics; [`backend`] runs kernels (CPU, HIP, fault injection); [`model`] is the
-//! BERT encoder as backend ops; [`engine`] batches requests into steps and replays failed ones.
+//! BERT encoder as backend ops; [`step`] is the contract of a step (one batch through the model,
+//! replayable from the host); [`isolation`] runs steps in a supervised worker process; [`engine`]
+//! batches requests into steps, replays failed ones and heals itself; [`server`] is the HTTP API.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_debug_implementations)]
@@ -17,6 +19,7 @@ pub mod isolation;
 pub mod model;
 pub mod retry;
 pub mod server;
+pub mod step;
 
 pub use engine::{EmbedRequest, EmbedResponse, EngineConfig, EngineError, InferenceEngine};
 pub use error::{ConfigError, HipError, Op, Recovery};

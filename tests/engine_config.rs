@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use hipinfer::backend::{BackendChoice, FaultPlan};
-use hipinfer::engine::EngineConfig;
+use hipinfer::engine::{EngineConfig, Fallback};
 use hipinfer::isolation::Isolation;
 use hipinfer::retry::Backoff;
 
@@ -24,7 +24,13 @@ fn defaults_are_teis_limits() {
     assert_eq!(config.batching.max_batch_tokens, 16384);
     assert_eq!(config.batching.max_concurrent_requests, 512);
     assert_eq!(config.batching.max_client_batch_size, 32);
-    assert_eq!(config.isolation, Isolation::InProcess);
+    // auto: a worker process on a GPU backend, this process on the CPU.
+    assert_eq!(config.isolation, Isolation::Auto);
+    assert_eq!(Isolation::Auto.resolve(true), Isolation::Subprocess);
+    assert_eq!(Isolation::Auto.resolve(false), Isolation::InProcess);
+    assert_eq!(Isolation::InProcess.resolve(true), Isolation::InProcess);
+    assert_eq!(config.step_timeout, Duration::from_secs(30));
+    assert_eq!(config.fallback, Fallback::None);
     assert_eq!(config.worker.max_restarts, 3);
     assert_eq!(config.worker.restart_window, Duration::from_secs(600));
 }
@@ -37,11 +43,14 @@ fn json_round_trips_and_every_field_is_optional() {
         .max_batch_tokens(4096)
         .request_deadline(Duration::from_millis(1500))
         .isolation(Isolation::Subprocess)
-        .faults(FaultPlan::new(3).with_rate(None, 304, 0.1))
+        .fallback(Fallback::Cpu)
+        .step_timeout(Duration::from_secs(2))
+        .events("/tmp/events.jsonl")
         .build()
         .unwrap();
     let text = serde_json::to_string_pretty(&config).unwrap();
     assert!(text.contains("\"request_deadline\": \"1.5s\""), "{text}");
+    assert!(text.contains("\"fallback\": \"cpu\""), "{text}");
     assert_eq!(EngineConfig::from_json(&text).unwrap(), config);
     assert_eq!(
         EngineConfig::from_json("{}").unwrap(),
@@ -62,6 +71,20 @@ fn json_round_trips_and_every_field_is_optional() {
 }
 
 #[test]
+fn a_configuration_file_cannot_turn_faults_on() {
+    let error = EngineConfig::from_json(r#"{"faults": {"seed": 1, "abort_on_fault": true}}"#)
+        .unwrap_err();
+    assert!(error.message.contains("faults"), "{error}");
+    // Set in code, they are kept in the configuration but never written to a file.
+    let config = EngineConfig::builder()
+        .faults(FaultPlan::new(3).with_rate(None, 304, 0.1))
+        .build()
+        .unwrap();
+    let text = serde_json::to_string(&config).unwrap();
+    assert!(!text.contains("faults"), "{text}");
+}
+
+#[test]
 fn bad_files_name_the_field() {
     let error = EngineConfig::from_json(r#"{"batching": {"max_batch_tokens": 0}}"#).unwrap_err();
     assert_eq!(error.field, "batching.max_batch_tokens");
@@ -71,8 +94,14 @@ fn bad_files_name_the_field() {
     assert!(error.message.contains("not a duration"), "{error}");
     let error = EngineConfig::from_json(r#"{"retry": {"backoff_multiplier": 0.5}}"#).unwrap_err();
     assert_eq!(error.field, "retry.backoff_multiplier");
-    let error = EngineConfig::from_json(r#"{"worker": {"step_timeout": "0ms"}}"#).unwrap_err();
-    assert_eq!(error.field, "worker.step_timeout");
+    let error = EngineConfig::from_json(r#"{"step_timeout": "0ms"}"#).unwrap_err();
+    assert_eq!(error.field, "step_timeout");
+    let error = EngineConfig::from_json(r#"{"fallback": "gpu"}"#).unwrap_err();
+    assert!(error.message.contains("gpu"), "{error}");
+    let error =
+        EngineConfig::from_json(r#"{"recovery": {"initial_delay": "2s", "max_delay": "1s"}}"#)
+            .unwrap_err();
+    assert_eq!(error.field, "recovery.max_delay");
     let error = EngineConfig::from_json_file("/nonexistent/engine.json").unwrap_err();
     assert!(
         error.to_string().contains("/nonexistent/engine.json"),
@@ -90,6 +119,9 @@ fn the_environment_overrides_the_defaults_and_names_bad_variables() {
         ("HIPINFER_REQUEST_DEADLINE", "30s"),
         ("HIPINFER_ISOLATION", "subprocess"),
         ("HIPINFER_WORKER_STEP_TIMEOUT", "5s"),
+        ("HIPINFER_FALLBACK", "cpu"),
+        ("HIPINFER_EVENTS", "/tmp/e.jsonl"),
+        ("HIPINFER_RECOVERY_INITIAL_DELAY", "10ms"),
         ("HIPINFER_RETRY_MAX_RETRIES", "6"),
         ("HIPINFER_STEP_MAX_REPLAYS", "4"),
     ]))
@@ -100,9 +132,19 @@ fn the_environment_overrides_the_defaults_and_names_bad_variables() {
     assert_eq!(config.batching.max_concurrent_requests, 64);
     assert_eq!(config.request_deadline, Some(Duration::from_secs(30)));
     assert_eq!(config.isolation, Isolation::Subprocess);
-    assert_eq!(config.worker.step_timeout, Duration::from_secs(5));
+    assert_eq!(config.step_timeout, Duration::from_secs(5));
+    assert_eq!(config.fallback, Fallback::Cpu);
+    assert_eq!(config.events.as_deref(), Some(std::path::Path::new("/tmp/e.jsonl")));
+    assert_eq!(config.recovery.initial_delay, Duration::from_millis(10));
     assert_eq!(config.retry.max_retries, 6);
     assert_eq!(config.step_replay.max_replays, 4);
+    // The newer name wins over the older one.
+    let config = EngineConfig::from_lookup(lookup(&[
+        ("HIPINFER_WORKER_STEP_TIMEOUT", "5s"),
+        ("HIPINFER_STEP_TIMEOUT", "7s"),
+    ]))
+    .unwrap();
+    assert_eq!(config.step_timeout, Duration::from_secs(7));
 
     for (name, value) in [
         ("HIPINFER_MAX_BATCH_TOKENS", "lots"),

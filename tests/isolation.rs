@@ -17,10 +17,9 @@ use support::{sample, scrape, tiny_model};
 /// Tests here check that no worker is left behind, so they must not overlap: each holds this.
 static ONE_AT_A_TIME: parking_lot::Mutex<()> = parking_lot::Mutex::new(());
 
-fn worker(step_timeout: Duration) -> WorkerConfig {
+fn worker() -> WorkerConfig {
     WorkerConfig {
         program: Some(PathBuf::from(env!("CARGO_BIN_EXE_hipinfer"))),
-        step_timeout,
         restart_delay: Duration::from_millis(1),
         max_restart_delay: Duration::from_millis(20),
         ..WorkerConfig::default()
@@ -33,7 +32,8 @@ fn config(name: &str) -> EngineConfig {
         .backend(hipinfer::backend::BackendChoice::Cpu)
         .threads(1)
         .isolation(Isolation::Subprocess)
-        .worker(worker(Duration::from_secs(20)))
+        .worker(worker())
+        .step_timeout(Duration::from_secs(20))
         .build()
         .unwrap()
 }
@@ -74,7 +74,7 @@ fn two_thousand_requests_with_aborting_workers_lose_nothing() {
 fn a_hung_worker_is_killed_at_the_step_deadline_and_replaced() {
     let _serial = ONE_AT_A_TIME.lock();
     let mut engine = config("iso-hang");
-    engine.worker = worker(Duration::from_secs(1)); // far above a tiny-model step, even under load
+    engine.step_timeout = Duration::from_secs(1); // far above a tiny-model step, even under load
     engine.worker.max_restarts = u32::MAX;
     let mut chaos = ChaosConfig::new(engine, 300, 16, 5);
     chaos.hang_rate = 0.003;
@@ -244,7 +244,10 @@ fn a_crash_looping_worker_makes_health_answer_503() {
         let server = tokio::spawn(hipinfer::server::serve_on(
             listener,
             engine,
-            hipinfer::server::ServerConfig::default(),
+            hipinfer::server::ServerConfig {
+                api_key: Some("k".into()),
+                ..hipinfer::server::ServerConfig::default()
+            },
             async {
                 let _ = stopped.await;
             },
@@ -254,13 +257,13 @@ fn a_crash_looping_worker_makes_health_answer_503() {
         assert_eq!(health.status().as_u16(), 503);
         let body: serde_json::Value = health.json().await.unwrap();
         assert_eq!(body["error_type"], "unhealthy");
-        // The operator's endpoint says why; clients of the API get no internal detail.
-        assert!(
-            body["error"].as_str().unwrap().contains("/bin/false"),
-            "{body}"
-        );
+        assert_eq!(body["status"], "unhealthy");
+        // Without the key, the class of the cause and no internal detail.
+        assert!(body["cause"].is_string(), "{body}");
+        assert!(!body.to_string().contains("/bin/false"), "{body}");
         let embed = client
             .post(format!("{base}/embed"))
+            .bearer_auth("k")
             .json(&serde_json::json!({"inputs": "hello"}))
             .send()
             .await
@@ -269,6 +272,23 @@ fn a_crash_looping_worker_makes_health_answer_503() {
         let body: serde_json::Value = embed.json().await.unwrap();
         assert_eq!(body["error_type"], "unhealthy");
         assert!(!body.to_string().contains("/bin/false"), "{body}");
+        // With the key, the operator sees why: the worker program crash-loops.
+        let health = client
+            .get(format!("{base}/health"))
+            .bearer_auth("k")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(health.status().as_u16(), 503);
+        let body: serde_json::Value = health.json().await.unwrap();
+        assert_eq!(body["cause"], "device_lost", "{body}");
+        assert!(
+            body["reason"].as_str().unwrap().contains("crash-looping"),
+            "{body}"
+        );
+        // Alive all the same: liveness is not readiness.
+        let live = client.get(format!("{base}/livez")).send().await.unwrap();
+        assert_eq!(live.status().as_u16(), 200);
         let _ = stop.send(());
         server.await.unwrap().unwrap();
     });

@@ -29,6 +29,7 @@ proptest! {
         let message = ToWorker::Step {
             id: 1,
             inputs: vec![Encoding { type_ids: vec![0; ids.len()], ids }],
+            requests: vec![1, 2],
         };
         let mut bytes = Vec::new();
         message.write(&mut bytes).unwrap();
@@ -47,6 +48,7 @@ proptest! {
         let step = ToWorker::Step {
             id: seed as u64,
             inputs: inputs.iter().map(|ids| Encoding { ids: ids.clone(), type_ids: vec![1; ids.len()] }).collect(),
+            requests: (0..inputs.len() as u64).collect(),
         };
         let mut bytes = Vec::new();
         step.write(&mut bytes).unwrap();

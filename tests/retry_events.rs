@@ -55,15 +55,20 @@ fn jsonl_log_has_one_line_per_event() {
     assert_eq!(events[0]["op"], "allocate");
     assert_eq!(events[0]["attempt"], 1);
     assert_eq!(events[0]["delay_ms"], 10.0);
-    assert_eq!(events[0]["result"], "retrying");
+    assert_eq!(events[0]["outcome"], "reclaiming"); // out of memory: the cache is freed first
+    assert_eq!(events[0]["scope"], "op");
+    assert_eq!(events[0]["code"], 2);
+    assert_eq!(events[0]["class"], "reclaim");
+    assert_eq!(events[0]["pid"], std::process::id());
+    assert_eq!(events[2]["outcome"], "retrying");
     assert!(events[0]["error"]
         .as_str()
         .unwrap()
         .contains("hipErrorOutOfMemory"));
     assert_eq!(events[0]["timestamp"], 0.0);
-    assert_eq!(events[1]["result"], "succeeded");
-    assert_eq!(events[3]["result"], "open");
-    assert_eq!(events[4]["result"], "exhausted");
+    assert_eq!(events[1]["outcome"], "succeeded");
+    assert_eq!(events[3]["outcome"], "open");
+    assert_eq!(events[4]["outcome"], "exhausted");
     assert_eq!(events[4]["attempt"], 2);
     std::fs::remove_dir_all(&dir).unwrap();
 }

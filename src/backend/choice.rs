@@ -92,6 +92,26 @@ pub fn probe_hip(device: i32) -> Result<DeviceInfo, HipError> {
     Err(built_without_hip(device))
 }
 
+/// Whether `choice` would run on a GPU: `hip`, or `auto` when a HIP device answers (asked
+/// without creating a context on it).
+pub fn is_gpu(choice: BackendChoice, device: i32) -> bool {
+    match choice {
+        BackendChoice::Cpu => false,
+        BackendChoice::Hip => true,
+        BackendChoice::Auto => gpu_present(device),
+    }
+}
+
+#[cfg(feature = "hip")]
+fn gpu_present(device: i32) -> bool {
+    super::hip::device_present(device)
+}
+
+#[cfg(not(feature = "hip"))]
+fn gpu_present(_device: i32) -> bool {
+    false
+}
+
 /// Opens the chosen backend. `auto` falls back to the CPU with one INFO line saying why.
 pub fn open(
     choice: BackendChoice,

@@ -4,10 +4,15 @@
 //! - **rates**: each call of an operation fails with a code at a rate, drawn from a seeded RNG;
 //! - **scripts**: "fail the next 2 launches with code 2";
 //! - **sticky**: once an injected fault is Reset-class (700, 702, 710, …), every later call returns
-//!   that code until [`Backend::reset`] — a poisoned context, as on a real GPU;
-//! - **abort**: the process calls `abort()`, as ROCm ≤ 6 does on a GPU memory fault (for the
-//!   worker-isolation tests);
-//! - **hang**: the call never returns, as a kernel stuck on the GPU (for the worker deadline);
+//!   that code. With [`StickyScope::Context`] a [`Backend::reset`] clears it (a context-scoped
+//!   fault); with [`StickyScope::Process`] — what ROCm ≥ 6 and CUDA do after a memory fault —
+//!   every call of every fault-injected backend of the process returns it from then on, `reset()`
+//!   and backends made later included, until the process ends;
+//! - **abort** (feature `fault-injection`): the process calls `abort()`, at a rate or on every
+//!   Reset-class fault ([`FaultPlan::abort_on_fault`]) — ROCm ≤ 5 aborts from its queue callback
+//!   before any error code reaches the caller;
+//! - **hang** (feature `fault-injection`): a kernel that never finishes — drawn at launch, it
+//!   blocks the next synchronize (or copy to the host) forever, as HIP waits without a timeout;
 //! - **poison**: every embedding launch whose input holds a given token id meets a fault (a
 //!   code, an abort, a hang) — one request that always breaks its steps, for isolation tests.
 //!
@@ -15,7 +20,8 @@
 //! counted by operation and code, so tests can compare the retry metrics with it exactly.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::sync::Arc;
 
 use parking_lot::Mutex;
 use rand::rngs::SmallRng;
@@ -32,10 +38,91 @@ use super::traits::{Backend, DeviceInfo, Word};
 pub enum FaultAction {
     /// The call returns this HIP error code.
     Fail(i32),
-    /// The process aborts (SIGABRT), as ROCm does on a GPU memory fault.
+    /// The process aborts (SIGABRT), as ROCm ≤ 5 does on a GPU memory fault.
+    #[cfg(feature = "fault-injection")]
     Abort,
-    /// The call never returns, as a kernel stuck on the GPU (for the worker step deadline).
+    /// The kernel never finishes: the next synchronize or copy to the host never returns.
+    #[cfg(feature = "fault-injection")]
     Hang,
+}
+
+/// How far a sticky (Reset-class) fault reaches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StickyScope {
+    /// Until the backend is reset (a context-scoped fault; kinder than a real memory fault).
+    #[default]
+    Context,
+    /// Until the process ends: every call of every fault-injected backend in the fault's
+    /// [`FaultDomain`], `reset()` and backends made later included (ROCm ≥ 6, CUDA).
+    Process,
+}
+
+impl std::str::FromStr for StickyScope {
+    type Err = crate::error::ConfigError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "context" => Ok(StickyScope::Context),
+            "process" => Ok(StickyScope::Process),
+            _ => Err(crate::error::ConfigError::new(
+                "sticky_scope",
+                format!("{text:?} is not one of context, process"),
+            )),
+        }
+    }
+}
+
+/// The process a process-scoped sticky fault poisons. [`FaultDomain::process`] (the default) is
+/// this very process; [`FaultDomain::simulated`] stands for one process inside a test, so that
+/// tests running side by side in one binary do not poison each other. Within a domain the
+/// behaviour is the same: once poisoned, it stays poisoned.
+#[derive(Debug, Clone, Default)]
+pub struct FaultDomain(Option<Arc<AtomicI32>>);
+
+/// The code that poisons this process (0: none yet).
+static PROCESS_POISON: AtomicI32 = AtomicI32::new(0);
+
+impl FaultDomain {
+    /// This process.
+    pub fn process() -> Self {
+        FaultDomain(None)
+    }
+
+    /// A simulated process of its own (tests).
+    pub fn simulated() -> Self {
+        FaultDomain(Some(Arc::new(AtomicI32::new(0))))
+    }
+
+    fn cell(&self) -> &AtomicI32 {
+        self.0.as_deref().unwrap_or(&PROCESS_POISON)
+    }
+
+    /// The code that poisoned the domain, if one did.
+    pub fn poisoned(&self) -> Option<i32> {
+        match self.cell().load(Ordering::Acquire) {
+            0 => None,
+            code => Some(code),
+        }
+    }
+
+    /// Poisons the domain with `code` (the first poison stays).
+    fn poison(&self, code: i32) {
+        let _ = self
+            .cell()
+            .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire);
+    }
+}
+
+impl PartialEq for FaultDomain {
+    /// The same domain.
+    fn eq(&self, other: &Self) -> bool {
+        match (&self.0, &other.0) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
 }
 
 /// One rate rule: calls of `op` (every operation when `None`) fault with `action` at `rate`.
@@ -48,12 +135,20 @@ pub struct FaultRule {
 
 /// The faults to inject (serde, so a supervisor can hand them to its worker process).
 #[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct FaultPlan {
     pub seed: u64,
     pub rules: Vec<FaultRule>,
     /// Embedding launches whose input holds this token id meet this fault.
     pub poison: Option<(u32, FaultAction)>,
+    /// How far a sticky fault reaches.
+    pub sticky_scope: StickyScope,
+    /// Every Reset-class fault aborts the process instead of returning its code (ROCm ≤ 5).
+    #[cfg(feature = "fault-injection")]
+    pub abort_on_fault: bool,
+    /// The process a process-scoped fault poisons (not serialised: a worker process is its own).
+    #[serde(skip)]
+    pub domain: FaultDomain,
 }
 
 /// Told just before an injected abort or hang takes the process down (`"abort"`, `"hang"`): a
@@ -64,9 +159,43 @@ impl FaultPlan {
     pub fn new(seed: u64) -> Self {
         FaultPlan {
             seed,
-            rules: Vec::new(),
-            poison: None,
+            ..FaultPlan::default()
         }
+    }
+
+    /// Sticky faults reach `scope` (context: until a reset; process: until the process ends).
+    pub fn with_sticky_scope(mut self, scope: StickyScope) -> Self {
+        self.sticky_scope = scope;
+        self
+    }
+
+    /// Process-scoped faults poison `domain` instead of this process (tests).
+    pub fn with_domain(mut self, domain: FaultDomain) -> Self {
+        self.domain = domain;
+        self
+    }
+
+    /// Every Reset-class fault aborts the process (ROCm ≤ 5) instead of returning its code.
+    #[cfg(feature = "fault-injection")]
+    pub fn with_abort_on_fault(mut self) -> Self {
+        self.abort_on_fault = true;
+        self
+    }
+
+    /// Whether a fault of this plan can take the process down (abort or hang), so that it must
+    /// run in a worker process — or, for hangs, under a step deadline.
+    pub fn aborts(&self) -> bool {
+        #[cfg(feature = "fault-injection")]
+        {
+            self.abort_on_fault
+                || self
+                    .rules
+                    .iter()
+                    .any(|r| r.rate > 0.0 && r.action == FaultAction::Abort)
+                || self.poison.is_some_and(|(_, a)| a == FaultAction::Abort)
+        }
+        #[cfg(not(feature = "fault-injection"))]
+        false
     }
 
     /// Every call of `op` (every operation when `None`) fails with `code` at `rate`.
@@ -80,6 +209,7 @@ impl FaultPlan {
     }
 
     /// Every call of `op` aborts the process at `rate`.
+    #[cfg(feature = "fault-injection")]
     pub fn with_abort_rate(mut self, op: Option<Op>, rate: f64) -> Self {
         self.rules.push(FaultRule {
             op,
@@ -89,7 +219,9 @@ impl FaultPlan {
         self
     }
 
-    /// Every call of `op` hangs forever at `rate`.
+    /// Every call of `op` starts a kernel that never finishes, at `rate`: the next synchronize
+    /// (or copy to the host) never returns.
+    #[cfg(feature = "fault-injection")]
     pub fn with_hang_rate(mut self, op: Option<Op>, rate: f64) -> Self {
         self.rules.push(FaultRule {
             op,
@@ -126,15 +258,22 @@ struct Injector {
     returned: HashMap<(Op, i32), u64>,
     injected: HashMap<i32, u64>,
     poison: Option<(u32, FaultAction)>,
+    /// A launched kernel that will never finish (the next wait hangs).
+    hung: bool,
 }
 
 /// A backend that injects faults into `B`.
 pub struct FaultyBackend<B> {
     inner: B,
     rules: Vec<FaultRule>,
+    sticky_scope: StickyScope,
+    #[cfg(feature = "fault-injection")]
+    abort_on_fault: bool,
+    domain: FaultDomain,
     injector: Mutex<Injector>,
     reclaims: AtomicU64,
     resets: AtomicU64,
+    hangs: AtomicU64,
     notifier: Option<FaultNotifier>,
 }
 
@@ -152,6 +291,10 @@ impl<B: Backend<Error = HipError>> FaultyBackend<B> {
         FaultyBackend {
             inner,
             rules: plan.rules,
+            sticky_scope: plan.sticky_scope,
+            #[cfg(feature = "fault-injection")]
+            abort_on_fault: plan.abort_on_fault,
+            domain: plan.domain,
             injector: Mutex::new(Injector {
                 rng: SmallRng::seed_from_u64(plan.seed),
                 scripts: HashMap::new(),
@@ -159,9 +302,11 @@ impl<B: Backend<Error = HipError>> FaultyBackend<B> {
                 returned: HashMap::new(),
                 injected: HashMap::new(),
                 poison: plan.poison,
+                hung: false,
             }),
             reclaims: AtomicU64::new(0),
             resets: AtomicU64::new(0),
+            hangs: AtomicU64::new(0),
             notifier: None,
         }
     }
@@ -211,14 +356,26 @@ impl<B: Backend<Error = HipError>> FaultyBackend<B> {
         host.contains(&token).then_some(action)
     }
 
-    /// Records and returns an injected `code` for `op` (sticky when Reset-class).
+    /// Records and returns an injected `code` for `op` (sticky when Reset-class: for the
+    /// context, or for the whole domain with process scope).
     fn inject(&self, injector: &mut Injector, op: Op, code: i32) -> HipError {
         let error = HipError::new(code, op).with_detail("injected by FaultyBackend");
         if error.recovery() == Recovery::Reset {
             injector.sticky = Some(code);
+            if self.sticky_scope == StickyScope::Process {
+                self.domain.poison(code);
+            }
         }
         *injector.returned.entry((op, code)).or_default() += 1;
         error
+    }
+
+    /// The sticky code every call returns now: the domain's (process scope), else the context's.
+    fn sticky(&self, injector: &Injector) -> Option<i32> {
+        let process = (self.sticky_scope == StickyScope::Process)
+            .then(|| self.domain.poisoned())
+            .flatten();
+        process.or(injector.sticky)
     }
 
     /// The next `times` calls of `op` fail with `code` (before any rate rule is drawn).
@@ -259,6 +416,11 @@ impl<B: Backend<Error = HipError>> FaultyBackend<B> {
         self.reclaims.load(Ordering::Relaxed)
     }
 
+    /// Kernels hung by an injected fault so far.
+    pub fn hangs(&self) -> u64 {
+        self.hangs.load(Ordering::Relaxed)
+    }
+
     /// Calls of [`Backend::reset`] so far.
     pub fn resets(&self) -> u64 {
         self.resets.load(Ordering::Relaxed)
@@ -266,15 +428,20 @@ impl<B: Backend<Error = HipError>> FaultyBackend<B> {
 
     /// Whether a sticky fault poisons the backend now.
     pub fn is_poisoned(&self) -> bool {
-        self.injector.lock().sticky.is_some()
+        self.sticky(&self.injector.lock()).is_some()
     }
 
     /// Decides whether this call of `op` faults.
     fn check(&self, op: Op) -> Result<(), HipError> {
         debug_assert!(FAULTABLE.contains(&op));
         let mut injector = self.injector.lock();
-        if let Some(code) = injector.sticky {
+        if let Some(code) = self.sticky(&injector) {
             return Err(self.inject(&mut injector, op, code));
+        }
+        #[cfg(feature = "fault-injection")]
+        if injector.hung && matches!(op, Op::Synchronize | Op::CopyDeviceToHost) {
+            drop(injector);
+            hang_forever(op);
         }
         if let Some(code) = injector.scripts.get_mut(&op).and_then(VecDeque::pop_front) {
             return self.act(injector, op, FaultAction::Fail(code));
@@ -302,26 +469,54 @@ impl<B: Backend<Error = HipError>> FaultyBackend<B> {
         match action {
             FaultAction::Fail(code) => {
                 *injector.injected.entry(code).or_default() += 1;
+                #[cfg(feature = "fault-injection")]
+                if self.abort_on_fault
+                    && crate::error::HipError::new(code, op).recovery() == Recovery::Reset
+                {
+                    self.abort(op);
+                }
                 Err(self.inject(&mut injector, op, code))
             }
-            FaultAction::Abort => {
-                tracing::error!(op = op.as_str(), "fault injection: aborting the process");
-                if let Some(notify) = &self.notifier {
-                    notify("abort");
-                }
-                std::process::abort();
-            }
+            #[cfg(feature = "fault-injection")]
+            FaultAction::Abort => self.abort(op),
+            #[cfg(feature = "fault-injection")]
             FaultAction::Hang => {
-                tracing::error!(op = op.as_str(), "fault injection: hanging");
+                tracing::error!(op = op.as_str(), "fault injection: a kernel that never ends");
+                self.hangs.fetch_add(1, Ordering::Relaxed);
                 if let Some(notify) = &self.notifier {
                     notify("hang");
                 }
-                drop(injector);
-                loop {
-                    std::thread::sleep(std::time::Duration::from_secs(3600));
+                if matches!(op, Op::Synchronize | Op::CopyDeviceToHost) {
+                    drop(injector);
+                    hang_forever(op);
                 }
+                // A launch returns; the wait for it will not.
+                injector.hung = true;
+                Ok(())
             }
         }
+    }
+
+    /// Takes the process down as ROCm ≤ 5 does on a memory fault.
+    #[cfg(feature = "fault-injection")]
+    fn abort(&self, op: Op) -> ! {
+        tracing::error!(op = op.as_str(), "fault injection: aborting the process");
+        if let Some(notify) = &self.notifier {
+            notify("abort");
+        }
+        std::process::abort();
+    }
+}
+
+/// Blocks the calling thread for good: a wait on a kernel that never finishes.
+#[cfg(feature = "fault-injection")]
+fn hang_forever(op: Op) -> ! {
+    tracing::error!(
+        op = op.as_str(),
+        "fault injection: waiting forever on a hung kernel"
+    );
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(3600));
     }
 }
 
@@ -379,9 +574,20 @@ impl<B: Backend<Error = HipError>> Backend for FaultyBackend<B> {
         self.inner.synchronize()
     }
 
+    /// Clears a context-scoped sticky fault; a process-scoped one survives it, and the reset
+    /// returns its code (as `hipDeviceReset` does on ROCm ≥ 6).
     fn reset(&self) -> Result<(), HipError> {
         self.resets.fetch_add(1, Ordering::Relaxed);
-        self.injector.lock().sticky = None;
+        let mut injector = self.injector.lock();
+        if let Some(code) = (self.sticky_scope == StickyScope::Process)
+            .then(|| self.domain.poisoned())
+            .flatten()
+        {
+            return Err(self.inject(&mut injector, Op::Init, code));
+        }
+        injector.sticky = None;
+        injector.hung = false;
+        drop(injector);
         self.inner.reset()
     }
 

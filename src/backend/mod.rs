@@ -16,9 +16,13 @@ mod resilient;
 mod traits;
 
 pub use allocator::{size_class, CachingAllocator, PooledBlock, RawMemory};
-pub use choice::{hip_archs, open, probe_hip, BackendChoice, SelectedBackend, HIP_COMPILED};
+pub use choice::{
+    hip_archs, is_gpu, open, probe_hip, BackendChoice, SelectedBackend, HIP_COMPILED,
+};
 pub use cpu::{CpuBackend, CpuBuffer, HostMemory};
-pub use faulty::{FaultAction, FaultNotifier, FaultPlan, FaultRule, FaultyBackend};
+pub use faulty::{
+    FaultAction, FaultDomain, FaultNotifier, FaultPlan, FaultRule, FaultyBackend, StickyScope,
+};
 #[cfg(feature = "hip")]
 pub use hip::{HipBackend, HipBuffer};
 pub use kernel::{Activation, Kernel, KernelId};

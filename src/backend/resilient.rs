@@ -64,15 +64,26 @@ impl<B: Backend<Error = HipError>> Resilient<B> {
     fn call<T>(
         &self,
         op: Op,
+        f: impl FnMut() -> Result<T, HipError>,
+    ) -> Result<T, RetryError<HipError>> {
+        self.call_with(false, op, f)
+    }
+
+    fn call_with<T>(
+        &self,
+        ungated: bool,
+        op: Op,
         mut f: impl FnMut() -> Result<T, HipError>,
     ) -> Result<T, RetryError<HipError>> {
         let inner = &self.inner;
         let mut reclaim = || {
             inner.reclaim();
         };
-        let done = RetryCall::new(op, &self.policy, &self.state)
-            .reclaim_with(&mut reclaim)
-            .run(|_| f())?;
+        let mut call = RetryCall::new(op, &self.policy, &self.state).reclaim_with(&mut reclaim);
+        if ungated {
+            call = call.ungated();
+        }
+        let done = call.run(|_| f())?;
         if !done.history.is_empty() {
             self.recovered.lock().push(RecoveredCall {
                 op,
@@ -126,9 +137,11 @@ impl<B: Backend<Error = HipError>> Backend for Resilient<B> {
         self.call(Op::Synchronize, || self.inner.synchronize())
     }
 
-    /// Resets the device and closes its circuit breaker: a fresh context starts with a clean record.
+    /// Resets the device and closes its circuit breaker: a fresh context starts with a clean
+    /// record. The reset is not gated by the breaker (it is how an open breaker's device comes
+    /// back) and does not count against it.
     fn reset(&self) -> Result<(), Self::Error> {
-        let result = self.call(Op::Init, || self.inner.reset());
+        let result = self.call_with(true, Op::Init, || self.inner.reset());
         if result.is_ok() {
             self.state.breaker().reset();
         }

@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use serde::Serialize;
 
-use crate::backend::FaultPlan;
+use crate::backend::{FaultPlan, StickyScope};
 use crate::engine::{EmbedRequest, EngineConfig, EngineError, InferenceEngine};
-use crate::error::{HipError, Op};
+use crate::error::HipError;
 use crate::isolation::Isolation;
 
 use super::corpus::corpus;
@@ -33,8 +33,13 @@ pub struct ChaosConfig {
     pub transient_rate: f64,
     pub oom_rate: f64,
     pub reset_rate: f64,
-    /// Per kernel launch, the rate at which the worker process aborts (as ROCm ≤ 6 does on a
-    /// memory fault) or hangs (a kernel that never finishes). Subprocess isolation only.
+    /// How far a sticky (reset-class) fault reaches: `context` (a reset clears it) or
+    /// `process` (every later call of the process fails with it, as ROCm ≥ 6 and CUDA do).
+    pub sticky_scope: StickyScope,
+    /// Every reset-class fault aborts the process instead (as ROCm ≤ 5 does); subprocess only.
+    pub abort_on_fault: bool,
+    /// Per kernel launch, the rate at which the process aborts (subprocess isolation only) or
+    /// a kernel never finishes (its wait hangs until the step deadline).
     pub abort_rate: f64,
     pub hang_rate: f64,
     /// A request not answered within this long counts as lost.
@@ -52,6 +57,8 @@ impl ChaosConfig {
             transient_rate: 0.0,
             oom_rate: 0.0,
             reset_rate: 0.0,
+            sticky_scope: StickyScope::Context,
+            abort_on_fault: false,
             abort_rate: 0.0,
             hang_rate: 0.0,
             request_timeout: Duration::from_secs(300),
@@ -73,12 +80,17 @@ impl ChaosConfig {
                 return bad(field, format!("{rate} is not a rate between 0 and 1"));
             }
         }
-        if (self.abort_rate > 0.0 || self.hang_rate > 0.0)
-            && self.engine.isolation != Isolation::Subprocess
-        {
+        let aborts = self.abort_rate > 0.0 || self.abort_on_fault;
+        if !cfg!(feature = "fault-injection") && (aborts || self.hang_rate > 0.0) {
+            return bad(
+                "abort_rate",
+                "aborts and hangs need the fault-injection feature (hipinfer has it)".into(),
+            );
+        }
+        if aborts && self.engine.isolation != Isolation::Subprocess {
             return bad(
                 "isolation",
-                "aborts and hangs take the process down: they need --isolation subprocess".into(),
+                "aborts take the process down: they need --isolation subprocess".into(),
             );
         }
         if self.requests == 0 {
@@ -91,14 +103,23 @@ impl ChaosConfig {
     }
 
     fn plan(&self) -> FaultPlan {
-        fault_plan(
+        let plan = fault_plan(
             self.seed,
             self.transient_rate,
             self.oom_rate,
             self.reset_rate,
         )
-        .with_abort_rate(Some(Op::Launch), self.abort_rate)
-        .with_hang_rate(Some(Op::Launch), self.hang_rate)
+        .with_sticky_scope(self.sticky_scope);
+        #[cfg(feature = "fault-injection")]
+        let plan = {
+            use crate::error::Op;
+            let mut plan = plan
+                .with_abort_rate(Some(Op::Launch), self.abort_rate)
+                .with_hang_rate(Some(Op::Launch), self.hang_rate);
+            plan.abort_on_fault = self.abort_on_fault;
+            plan
+        };
+        plan
     }
 }
 
@@ -129,7 +150,8 @@ pub struct ChaosReport {
     pub failed: usize,
     /// Requests that got no answer at all within the timeout.
     pub lost: usize,
-    /// Requests answered more than once.
+    /// Inputs completed more than once, as the engine counted them
+    /// (`hipinfer_duplicate_completions_total`), plus requests answered more than once.
     pub duplicated: usize,
     /// Answers that differ from the fault-free reference by more than 1e-6 in any component.
     pub mismatched: usize,
@@ -142,6 +164,18 @@ pub struct ChaosReport {
     pub step_replays: u64,
     /// Worker processes restarted (subprocess isolation).
     pub worker_restarts: u64,
+    /// Steps abandoned at the step deadline in this process (hung kernels).
+    pub abandoned_steps: u64,
+    /// Times the device was found lost for the process (in-process, process-scoped faults).
+    pub device_lost: u64,
+    /// Requests answered (in part) by the CPU fallback, and the time spent degraded.
+    pub degraded_requests: usize,
+    pub degraded_seconds: f64,
+    /// Self-healing tries, successful and failed.
+    pub recovery_attempts: u64,
+    pub recoveries: u64,
+    /// Results that came after their request was answered (discarded, never answered twice).
+    pub discarded_results: u64,
     /// From a worker's death to its replacement's first completed step (the replayed step's
     /// own time included), p50 and p99 (subprocess).
     pub recovery_p50_ms: f64,
@@ -161,8 +195,9 @@ impl ChaosReport {
     }
 }
 
-/// What came back for one request: its embeddings, or the error's text.
-type Answer = Result<Vec<Vec<f32>>, String>;
+/// What came back for one request: its embeddings and whether the CPU fallback served it, or
+/// the error's text.
+type Answer = Result<(Vec<Vec<f32>>, bool), String>;
 
 /// The largest difference between two answers a campaign tolerates.
 pub const TOLERANCE: f32 = 1e-6;
@@ -191,6 +226,7 @@ pub fn run_campaign(
     let reference_engine = InferenceEngine::new(EngineConfig {
         registry: None,
         faults: None,
+        events: None,
         isolation: Isolation::InProcess,
         ..config.engine.clone()
     })?;
@@ -232,9 +268,11 @@ pub fn run_campaign(
                     Err(_elapsed) => {} // no answer: lost
                     Ok(result) => {
                         latencies.lock().push(t.elapsed().as_secs_f64() * 1e3);
-                        answers[i]
-                            .lock()
-                            .push(result.map(|r| r.embeddings).map_err(|e| e.to_string()));
+                        answers[i].lock().push(
+                            result
+                                .map(|r| (r.embeddings, r.degraded))
+                                .map_err(|e| e.to_string()),
+                        );
                     }
                 }
                 progress(done.fetch_add(1, Ordering::Relaxed) + 1, requests.len());
@@ -253,12 +291,13 @@ pub fn run_campaign(
     let recoveries = milliseconds(status.map(|w| w.recovery_seconds()).unwrap_or_default());
     let restarts = milliseconds(status.map(|w| w.restart_seconds()).unwrap_or_default());
 
+    let metrics = engine.metrics();
     let mut report = ChaosReport {
         requests: requests.len(),
         succeeded: 0,
         failed: 0,
         lost: 0,
-        duplicated: 0,
+        duplicated: metrics.duplicate_completions.get() as usize,
         mismatched: 0,
         injected: Injected {
             transient: faults.code(TRANSIENT_CODE),
@@ -271,6 +310,14 @@ pub fn run_campaign(
         reclaims: faults.reclaims,
         step_replays: engine.metrics().replays_total(),
         worker_restarts: counter_total(&engine, "hipinfer_worker_restarts_total"),
+        abandoned_steps: metrics.abandoned_steps.get(),
+        device_lost: metrics.device_lost.get(),
+        degraded_requests: 0,
+        degraded_seconds: engine.degraded_time().as_secs_f64(),
+        recovery_attempts: metrics.recovery_attempts("success")
+            + metrics.recovery_attempts("failure"),
+        recoveries: metrics.recovery_attempts("success"),
+        discarded_results: metrics.discarded_results.get(),
         recovery_p50_ms: percentile(&recoveries, 0.50),
         recovery_p99_ms: percentile(&recoveries, 0.99),
         restart_p50_ms: percentile(&restarts, 0.50),
@@ -287,8 +334,9 @@ pub fn run_campaign(
             _ => report.duplicated += 1,
         }
         match answers.first() {
-            Some(Ok(embeddings)) => {
+            Some(Ok((embeddings, degraded))) => {
                 report.succeeded += 1;
+                report.degraded_requests += usize::from(*degraded);
                 let wrong = embeddings.len() != indices.len()
                     || indices.iter().zip(embeddings).any(|(&t, got)| {
                         got.len() != reference[t].len()

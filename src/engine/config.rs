@@ -1,6 +1,7 @@
 //! `EngineConfig`: everything an [`super::InferenceEngine`] is built from — the model folder, the
 //! backend, the retry policy (`retry: RetryConfig`, inside, as the design says), the circuit
-//! breaker and retry budget, batching limits, step replay and the request deadline.
+//! breaker and retry budget, batching limits, step replay, the step and request deadlines,
+//! isolation, the CPU fallback, self-healing and the recovery log.
 //!
 //! Three ways to make one, all validated the same way (an invalid value is a [`ConfigError`]
 //! naming the field): the builder ([`EngineConfig::builder`]), serde (a JSON file with
@@ -18,6 +19,76 @@ use crate::error::ConfigError;
 use crate::isolation::{Isolation, WorkerConfig};
 use crate::model::DEFAULT_MODEL_DIR;
 use crate::retry::{parse_duration, serde_duration, BreakerConfig, BudgetConfig, RetryConfig};
+use crate::step::RunnerSpec;
+
+/// What serves requests when the device is lost for good (its context poisoned for the process,
+/// or its worker crash-looping).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fallback {
+    /// Nothing: the engine is unhealthy (503) until it heals itself.
+    #[default]
+    None,
+    /// A `CpuBackend` in this process (degraded mode, visible in `/health`, `/info` and
+    /// `hipinfer_degraded`) until a fresh device backend answers its probe.
+    Cpu,
+}
+
+impl std::str::FromStr for Fallback {
+    type Err = ConfigError;
+
+    fn from_str(text: &str) -> Result<Self, ConfigError> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "none" => Ok(Fallback::None),
+            "cpu" => Ok(Fallback::Cpu),
+            _ => Err(ConfigError::new(
+                "fallback",
+                format!("{text:?} is not one of none, cpu"),
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Fallback {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Fallback::None => "none",
+            Fallback::Cpu => "cpu",
+        })
+    }
+}
+
+/// Self-healing: while the device is lost (the engine unhealthy or degraded), the step thread
+/// tries to bring it back on a timer, the wait doubling from `initial_delay` to `max_delay`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RecoveryConfig {
+    /// The wait before the first try (250 ms).
+    #[serde(with = "serde_duration")]
+    pub initial_delay: Duration,
+    /// The longest wait between tries (30 s).
+    #[serde(with = "serde_duration")]
+    pub max_delay: Duration,
+}
+
+impl Default for RecoveryConfig {
+    fn default() -> Self {
+        RecoveryConfig {
+            initial_delay: Duration::from_millis(250),
+            max_delay: Duration::from_secs(30),
+        }
+    }
+}
+
+impl RecoveryConfig {
+    /// The wait before try number `attempt` (1-based).
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let factor = 2u32.saturating_pow(attempt.saturating_sub(1).min(30));
+        self.initial_delay
+            .saturating_mul(factor)
+            .min(self.max_delay)
+    }
+}
 
 /// How requests are grouped into steps (one padded batch through the model), as TEI does.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -106,16 +177,32 @@ pub struct EngineConfig {
     pub budget: BudgetConfig,
     pub batching: BatchingConfig,
     pub step_replay: StepReplayConfig,
-    /// A request not answered within this long fails with `DeadlineExceeded` (`None`: no limit).
+    /// A request not answered within this long fails with `DeadlineExceeded` (HTTP 504) at that
+    /// moment, even while its step is stuck (`None`: no limit).
     #[serde(with = "serde_duration::option")]
     pub request_deadline: Option<Duration>,
+    /// A step, probe or device reset not finished within this long is hung (HIP never times
+    /// out a kernel): in this process the step is abandoned and replayed on a fresh backend by
+    /// a new step thread; in a worker process, the worker is killed and replaced (30 s).
+    #[serde(with = "serde_duration")]
+    pub step_timeout: Duration,
     /// Seeds the retry jitter, for reproducible delays (`None`: from the OS).
     pub seed: Option<u64>,
-    /// Where steps run: `in_process` or `subprocess` (a supervised worker process).
+    /// Where steps run: `auto` (a worker process on a GPU, this process on the CPU),
+    /// `in_process` or `subprocess`.
     pub isolation: Isolation,
-    /// The worker process, with `isolation: subprocess`.
+    /// The worker process, with subprocess isolation.
     pub worker: WorkerConfig,
-    /// Faults to inject into the backend (tests and `hipinfer chaos`; `None` in production).
+    /// What serves when the device is lost for good: `none` or `cpu`.
+    pub fallback: Fallback,
+    /// Self-healing while the device is lost.
+    pub recovery: RecoveryConfig,
+    /// Appends every recovery event (op retries, replays, resets, restarts, fallbacks, recovery
+    /// attempts) as a JSON line to this file (`None`: only the log).
+    pub events: Option<PathBuf>,
+    /// Faults to inject into the backend (tests and `hipinfer chaos`). Never read from a file:
+    /// only code can turn faults on.
+    #[serde(skip)]
     pub faults: Option<FaultPlan>,
     /// Where the engine registers its metrics (`None`: a registry of its own, see
     /// `InferenceEngine::registry`). Not part of files.
@@ -136,9 +223,13 @@ impl Default for EngineConfig {
             batching: BatchingConfig::default(),
             step_replay: StepReplayConfig::default(),
             request_deadline: None,
+            step_timeout: Duration::from_secs(30),
             seed: None,
-            isolation: Isolation::InProcess,
+            isolation: Isolation::Auto,
             worker: WorkerConfig::default(),
+            fallback: Fallback::None,
+            recovery: RecoveryConfig::default(),
+            events: None,
             faults: None,
             registry: None,
         }
@@ -159,9 +250,13 @@ impl PartialEq for EngineConfig {
             && a.batching == b.batching
             && a.step_replay == b.step_replay
             && a.request_deadline == b.request_deadline
+            && a.step_timeout == b.step_timeout
             && a.seed == b.seed
             && a.isolation == b.isolation
             && a.worker == b.worker
+            && a.fallback == b.fallback
+            && a.recovery == b.recovery
+            && a.events == b.events
             && a.faults == b.faults
     }
 }
@@ -171,6 +266,22 @@ impl EngineConfig {
     pub fn builder() -> EngineConfigBuilder {
         EngineConfigBuilder {
             config: EngineConfig::default(),
+        }
+    }
+
+    /// What a step runner is built from (in this process or in a worker process).
+    pub fn runner_spec(&self) -> RunnerSpec {
+        RunnerSpec {
+            model: self.model.clone(),
+            backend: self.backend,
+            device: self.device,
+            threads: self.threads,
+            retry: self.retry.clone(),
+            breaker: self.breaker.clone(),
+            budget: self.budget.clone(),
+            seed: self.seed,
+            upload_attempts: self.step_replay.max_recovery_attempts,
+            events: self.events.clone(),
         }
     }
 
@@ -238,6 +349,27 @@ impl EngineConfig {
                 "a zero deadline fails every request",
             ));
         }
+        if self.step_timeout.is_zero() {
+            return Err(ConfigError::new("step_timeout", "must be more than zero"));
+        }
+        if self.recovery.initial_delay.is_zero() {
+            return Err(ConfigError::new(
+                "recovery.initial_delay",
+                "must be more than zero (the engine would retry without pause)",
+            ));
+        }
+        if self.recovery.max_delay < self.recovery.initial_delay {
+            return Err(ConfigError::new(
+                "recovery.max_delay",
+                format!(
+                    "{:?} is shorter than initial_delay {:?}",
+                    self.recovery.max_delay, self.recovery.initial_delay
+                ),
+            ));
+        }
+        if self.events.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+            return Err(ConfigError::new("events", "an empty path"));
+        }
         self.retry.validate()?;
         self.breaker.validate()?;
         self.budget.validate()?;
@@ -288,14 +420,15 @@ impl EngineConfig {
     /// `HIPINFER_MODEL`, `HIPINFER_BACKEND`, `HIPINFER_DEVICE`, `HIPINFER_THREADS`,
     /// `HIPINFER_MAX_BATCH_TOKENS`, `HIPINFER_MAX_BATCH_REQUESTS`,
     /// `HIPINFER_MAX_CONCURRENT_REQUESTS`, `HIPINFER_MAX_INPUT_LENGTH`,
-    /// `HIPINFER_MAX_CLIENT_BATCH_SIZE`, `HIPINFER_REQUEST_DEADLINE`,
+    /// `HIPINFER_MAX_CLIENT_BATCH_SIZE`, `HIPINFER_REQUEST_DEADLINE`, `HIPINFER_STEP_TIMEOUT`
+    /// (or its older name `HIPINFER_WORKER_STEP_TIMEOUT`), `HIPINFER_FALLBACK`,
+    /// `HIPINFER_RECOVERY_INITIAL_DELAY`, `HIPINFER_RECOVERY_MAX_DELAY`, `HIPINFER_EVENTS`,
     /// `HIPINFER_STEP_MAX_REPLAYS`, `HIPINFER_STEP_REPLAY_INITIAL_DELAY`,
     /// `HIPINFER_STEP_REPLAY_MAX_DELAY`, `HIPINFER_STEP_MAX_RECOVERY_ATTEMPTS`,
     /// `HIPINFER_BREAKER_FAILURE_THRESHOLD`,
     /// `HIPINFER_BREAKER_COOLDOWN`, `HIPINFER_BREAKER_HALF_OPEN_PROBES`, `HIPINFER_BUDGET_RATIO`,
     /// `HIPINFER_BUDGET_MIN_PER_SECOND`, `HIPINFER_BUDGET_TTL`, `HIPINFER_SEED`,
-    /// `HIPINFER_ISOLATION`, `HIPINFER_WORKER_PROGRAM`, `HIPINFER_WORKER_STEP_TIMEOUT`,
-    /// `HIPINFER_WORKER_START_TIMEOUT`, `HIPINFER_WORKER_MAX_RESTARTS`,
+    /// `HIPINFER_ISOLATION`, `HIPINFER_WORKER_PROGRAM`, `HIPINFER_WORKER_START_TIMEOUT`, `HIPINFER_WORKER_MAX_RESTARTS`,
     /// `HIPINFER_WORKER_RESTART_WINDOW`, `HIPINFER_WORKER_RESTART_DELAY`,
     /// `HIPINFER_WORKER_MAX_RESTART_DELAY`, and every `HIPINFER_RETRY_*` of
     /// [`RetryConfig::from_lookup`]. The error names the variable.
@@ -411,7 +544,24 @@ impl EngineConfig {
             c.worker.program = Some(PathBuf::from(v));
         }
         if let Some(v) = get("HIPINFER_WORKER_STEP_TIMEOUT") {
-            c.worker.step_timeout = duration(v)?;
+            c.step_timeout = duration(v)?;
+        }
+        if let Some(v) = get("HIPINFER_STEP_TIMEOUT") {
+            c.step_timeout = duration(v)?;
+        }
+        if let Some((name, v)) = get("HIPINFER_FALLBACK") {
+            c.fallback = v
+                .parse()
+                .map_err(|e: ConfigError| ConfigError::new(name, e.message))?;
+        }
+        if let Some(v) = get("HIPINFER_RECOVERY_INITIAL_DELAY") {
+            c.recovery.initial_delay = duration(v)?;
+        }
+        if let Some(v) = get("HIPINFER_RECOVERY_MAX_DELAY") {
+            c.recovery.max_delay = duration(v)?;
+        }
+        if let Some((_, v)) = get("HIPINFER_EVENTS") {
+            c.events = Some(PathBuf::from(v));
         }
         if let Some(v) = get("HIPINFER_WORKER_START_TIMEOUT") {
             c.worker.start_timeout = duration(v)?;
@@ -502,6 +652,27 @@ impl EngineConfigBuilder {
 
     pub fn request_deadline(mut self, deadline: Duration) -> Self {
         self.config.request_deadline = Some(deadline);
+        self
+    }
+
+    pub fn step_timeout(mut self, timeout: Duration) -> Self {
+        self.config.step_timeout = timeout;
+        self
+    }
+
+    pub fn fallback(mut self, fallback: Fallback) -> Self {
+        self.config.fallback = fallback;
+        self
+    }
+
+    pub fn recovery(mut self, recovery: RecoveryConfig) -> Self {
+        self.config.recovery = recovery;
+        self
+    }
+
+    /// Appends every recovery event to `path` as a JSON line.
+    pub fn events(mut self, path: impl Into<PathBuf>) -> Self {
+        self.config.events = Some(path.into());
         self
     }
 

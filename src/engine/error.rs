@@ -6,7 +6,7 @@ use std::time::Duration;
 use crate::error::{ConfigError, Recovery};
 use crate::model::ModelError;
 
-use super::report::RetryReport;
+use crate::step::RetryReport;
 
 /// A request failed, or the engine could not start.
 #[derive(Debug, thiserror::Error)]

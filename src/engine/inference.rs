@@ -1,46 +1,53 @@
 //! `InferenceEngine`: the library's front door. Cheap to clone, `Send + Sync`; `embed` blocks,
 //! `embed_async` awaits. Requests are tokenized on the caller's side (in tokio's blocking pool
 //! for the async call), queued, batched, and run by one dedicated step thread, so no retry or
-//! device wait ever blocks an async runtime thread.
+//! device wait ever blocks an async runtime thread. A watchdog thread holds the step and
+//! request deadlines (see `shared.rs`).
 
-use std::sync::atomic::AtomicUsize;
+// A `StepFailure` travels only on the recovery path: see `step/contract.rs`.
+#![allow(clippy::result_large_err)]
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use prometheus::Registry;
 
-use crate::backend::{Backend, DeviceInfo};
+use crate::backend::{self, Backend, DeviceInfo};
 use crate::error::{ConfigError, HipError};
-use crate::isolation::{Isolation, Supervisor, WorkerStatus};
+use crate::isolation::{Isolation, SupervisorFactory, WorkerStatus};
 use crate::model::{Encoding, Model};
-use crate::retry::{BreakerState, Clock, RetryPolicy, RetryState, SystemClock};
+use crate::retry::{Events, RetryPolicy, RetryState};
+use crate::step::{
+    self, FaultCounter, FaultTotals, LocalRunners, RunnerFactory, StepFailure, StepRunner,
+};
 
-use super::config::EngineConfig;
+use super::config::{EngineConfig, Fallback};
 use super::error::EngineError;
-use super::local::{local_runner, FaultCounter, FaultTotals};
+use super::health::{EngineHealth, Health, Verdict};
 use super::metrics::EngineMetrics;
 use super::queue::{Entry, Limits, Queue};
 use super::request::{EmbedRequest, EmbedResponse, Permit, Reply, RequestState, Submission};
-use super::runner::{InProcess, StepRunner};
-use super::worker::{Worker, WorkerHealth};
+use super::runners::{cpu_fallback, BackendFactory, GivenBackend};
+use super::shared::{Shared, SharedParts};
 
-/// How long a successful step vouches for the device's health before a probe is run.
-const HEALTH_FRESH_FOR: Duration = Duration::from_secs(1);
-/// How long a health check waits for its probe (the worker may be in a long step).
+/// How long a health check waits for its probe (a step may be in flight before it).
 const HEALTH_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// With subprocess isolation the supervisor enforces the step deadline itself; the engine's
+/// watchdog only catches a supervisor stuck longer than a step and a worker start together.
+const SUPERVISOR_SLACK: Duration = Duration::from_secs(5);
 
-/// The engine's answer to "can you serve?".
+/// The answer to "is this process alive?" (`/livez`): no device work, never queued.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Health {
-    pub ready: bool,
-    /// The device's circuit breaker: `closed`, `half_open` or `open`.
-    pub breaker: &'static str,
-    /// Why it is not ready.
-    pub reason: Option<String>,
+pub struct Liveness {
+    pub alive: bool,
+    /// `running` (idle or in a step, however long), or `stopped`.
+    pub step_thread: &'static str,
 }
 
-/// An inference engine: a model on a backend, a batching queue and a step worker.
+/// An inference engine: a model on a backend, a batching queue, a step thread and a watchdog.
 #[derive(Clone)]
 pub struct InferenceEngine {
     inner: Arc<Inner>,
@@ -59,96 +66,214 @@ struct Inner {
     config: EngineConfig,
     model: Arc<Model>,
     device: DeviceInfo,
+    isolation: Isolation,
     max_input_length: usize,
-    queue: Arc<Queue>,
-    metrics: EngineMetrics,
+    shared: Arc<Shared>,
     registry: Registry,
     retry_state: RetryState,
     in_flight: Arc<AtomicUsize>,
-    health: Arc<WorkerHealth>,
+    next_id: AtomicU64,
     faults: Option<FaultCounter>,
     worker_status: Option<Arc<WorkerStatus>>,
-    worker: Mutex<Option<std::thread::JoinHandle<()>>>,
+    watchdog: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Drop for Inner {
-    /// The last handle gone: answer what is queued, then stop the worker.
+    /// The last handle gone: answer what is queued, then stop the threads.
     fn drop(&mut self) {
-        self.queue.close();
-        if let Some(worker) = self.worker.lock().take() {
-            let _ = worker.join();
+        self.shared.queue.close();
+        self.shared.wait_step_thread(None);
+        self.shared.stop_watchdog();
+        if let Some(watchdog) = self.watchdog.lock().take() {
+            let _ = watchdog.join();
         }
     }
 }
 
-/// What an engine is assembled from, before its worker starts.
-pub struct EngineParts {
-    pub config: EngineConfig,
-    pub model: Arc<Model>,
-    pub runner: Box<dyn StepRunner>,
-    pub registry: Registry,
-    pub retry_state: RetryState,
-    pub clock: Arc<dyn Clock>,
-    /// Reads the runner's injected-fault counters, when it injects faults.
-    pub faults: Option<FaultCounter>,
-    /// The worker process's status, with subprocess isolation.
-    pub worker: Option<Arc<WorkerStatus>>,
+/// What an engine is started from.
+struct StartParts {
+    config: EngineConfig,
+    model: Arc<Model>,
+    isolation: Isolation,
+    factory: Arc<dyn RunnerFactory>,
+    /// The first runner, or why it could not start.
+    primary: Result<Box<dyn StepRunner>, StepFailure>,
+    fallback: Option<Arc<dyn RunnerFactory>>,
+    registry: Registry,
+    retry_state: RetryState,
+    events: Events,
+    faults: Option<FaultCounter>,
+    worker_status: Option<Arc<WorkerStatus>>,
+    primary_backend: String,
 }
 
-impl std::fmt::Debug for EngineParts {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EngineParts")
-            .field("config", &self.config)
-            .field("device", &self.runner.device())
-            .finish_non_exhaustive()
-    }
+fn backend_error(failure: StepFailure) -> EngineError {
+    EngineError::Backend(failure.message)
 }
 
 impl InferenceEngine {
     /// Loads the model folder and opens the backend the configuration names — in this
-    /// process, or (with `isolation: subprocess`) in a supervised worker process.
+    /// process, or in a supervised worker process (`isolation: subprocess`, the default on a
+    /// GPU).
     pub fn new(config: EngineConfig) -> Result<InferenceEngine, EngineError> {
         config.validate()?;
         let model = Arc::new(Model::load(&config.model)?);
         let registry = config.registry.clone().unwrap_or_default();
-        let (runner, faults, retry_state, worker): (Box<dyn StepRunner>, _, _, _) =
-            match config.isolation {
-                Isolation::InProcess => {
-                    let retry_state = retry_state(&config, &registry)?;
-                    let (runner, faults) =
-                        local_runner(&config, model.clone(), retry_state.clone(), 0, None)?;
-                    (runner, faults, retry_state, None)
+        let gpu = backend::is_gpu(config.backend, config.device);
+        let isolation = config.isolation.resolve(gpu);
+        if gpu && isolation == Isolation::InProcess {
+            warn_in_process_gpu();
+        }
+        if isolation == Isolation::InProcess && config.faults.as_ref().is_some_and(|p| p.aborts())
+        {
+            return Err(ConfigError::new(
+                "isolation",
+                "injected aborts take the process down: they need subprocess isolation",
+            )
+            .into());
+        }
+        let spec = config.runner_spec();
+        let fallback = |state: &RetryState| -> Option<Arc<dyn RunnerFactory>> {
+            (config.fallback == Fallback::Cpu)
+                .then(|| Arc::new(cpu_fallback(&spec, model.clone(), state)) as _)
+        };
+        let parts = match isolation {
+            Isolation::Subprocess => {
+                // The device calls (and their retry metrics) are the worker's; the supervisor
+                // serves the worker's metrics in its registry.
+                let retry_state = RetryState::builder()
+                    .without_metrics()
+                    .build()
+                    .map_err(|e| EngineError::Backend(e.to_string()))?;
+                let events = Events::open(config.events.as_deref()).map_err(|e| {
+                    events_error(config.events.as_deref(), &e)
+                })?;
+                let supervisors = SupervisorFactory::new(
+                    &spec,
+                    config.faults.as_ref(),
+                    &config.worker,
+                    config.step_timeout,
+                    &registry,
+                    events.clone(),
+                )
+                .map_err(|e| match e {
+                    crate::isolation::SupervisorError::Config(e) => EngineError::Config(e),
+                    other => EngineError::Backend(other.to_string()),
+                })?;
+                let primary = supervisors
+                    .supervise()
+                    .map(|s| Box::new(s) as Box<dyn StepRunner>)
+                    .map_err(|e| StepFailure::fatal("backend", e.to_string()));
+                if let Err(failure) = &primary {
+                    if config.fallback == Fallback::None {
+                        return Err(EngineError::Backend(failure.message.clone()));
+                    }
                 }
-                Isolation::Subprocess => {
-                    // The device calls (and their retry metrics) are the worker's; the supervisor
-                    // serves the worker's metrics in its registry.
-                    let retry_state = RetryState::builder()
-                        .without_metrics()
-                        .build()
-                        .map_err(|e| EngineError::Backend(e.to_string()))?;
-                    let supervisor = Supervisor::start(&config, &registry)?;
-                    let faults = supervisor.fault_counter();
-                    let status = supervisor.status();
-                    (Box::new(supervisor), faults, retry_state, Some(status))
+                StartParts {
+                    fallback: fallback(&retry_state),
+                    faults: supervisors.fault_counter(),
+                    worker_status: Some(supervisors.status()),
+                    factory: Arc::new(supervisors),
+                    primary,
+                    config: config.clone(),
+                    model: model.clone(),
+                    isolation,
+                    registry,
+                    retry_state,
+                    events,
+                    primary_backend: format!("{} (worker process)", config.backend),
                 }
-            };
-        Self::start(EngineParts {
-            config,
-            model,
-            runner,
-            registry,
-            retry_state,
-            clock: Arc::new(SystemClock::new()),
-            faults,
-            worker,
-        })
+            }
+            Isolation::InProcess | Isolation::Auto => {
+                let retry_state =
+                    step::retry_state(&spec, &registry).map_err(EngineError::Backend)?;
+                let runners = LocalRunners::new(
+                    spec.clone(),
+                    config.faults.clone(),
+                    model.clone(),
+                    retry_state.clone(),
+                );
+                let primary = runners.make();
+                if let Err(failure) = &primary {
+                    let device_fault = failure.class != crate::error::Recovery::Fatal;
+                    if config.fallback == Fallback::None || !device_fault {
+                        return Err(backend_error(failure.clone()));
+                    }
+                }
+                StartParts {
+                    fallback: fallback(&retry_state),
+                    faults: runners.fault_counter(),
+                    worker_status: None,
+                    events: retry_state.events().clone(),
+                    factory: Arc::new(runners),
+                    primary,
+                    config: config.clone(),
+                    model: model.clone(),
+                    isolation: Isolation::InProcess,
+                    registry,
+                    retry_state,
+                    primary_backend: config.backend.to_string(),
+                }
+            }
+        };
+        Self::start(parts)
     }
 
     /// Loads the model folder and runs it in this process on `backend` (any backend: a
-    /// `FaultyBackend` in tests, say); every device call goes through the retry layer.
+    /// `FaultyBackend` in tests, say); every device call goes through the retry layer. Such a
+    /// backend cannot be replaced: after a hang or a lost context the engine needs
+    /// `fallback: cpu`, or use [`InferenceEngine::with_backend_factory`].
     pub fn with_backend<B: Backend<Error = HipError> + 'static>(
         config: EngineConfig,
         backend: B,
+    ) -> Result<InferenceEngine, EngineError> {
+        let backend = Mutex::new(Some(backend));
+        Self::in_process_with(config, move |model, policy, state, attempts| {
+            let backend = backend.lock().take().ok_or_else(|| {
+                StepFailure::fatal("backend", "the backend was handed over already")
+            })?;
+            let given = GivenBackend::new(model, backend, policy, state, attempts)?;
+            let first = given.make()?;
+            Ok((Arc::new(given) as Arc<dyn RunnerFactory>, first))
+        })
+    }
+
+    /// Like [`InferenceEngine::with_backend`], with a factory of backends: the engine makes a
+    /// fresh one when a step hangs past its deadline or a context is lost for good.
+    pub fn with_backend_factory<B, F>(
+        config: EngineConfig,
+        make: F,
+    ) -> Result<InferenceEngine, EngineError>
+    where
+        B: Backend<Error = HipError> + 'static,
+        F: Fn() -> Result<B, HipError> + Send + Sync + 'static,
+    {
+        let make = Mutex::new(Some(make));
+        Self::in_process_with(config, move |model, policy, state, attempts| {
+            let make = make.lock().take().ok_or_else(|| {
+                StepFailure::fatal("backend", "the factory was handed over already")
+            })?;
+            let factory = BackendFactory {
+                make,
+                model,
+                policy,
+                state,
+                upload_attempts: attempts,
+            };
+            let first = factory.make()?;
+            Ok((Arc::new(factory) as Arc<dyn RunnerFactory>, first))
+        })
+    }
+
+    /// An in-process engine on the runners `build` makes.
+    fn in_process_with(
+        config: EngineConfig,
+        build: impl FnOnce(
+            Arc<Model>,
+            Arc<RetryPolicy>,
+            RetryState,
+            u32,
+        ) -> Result<(Arc<dyn RunnerFactory>, Box<dyn StepRunner>), StepFailure>,
     ) -> Result<InferenceEngine, EngineError> {
         config.validate()?;
         if config.isolation == Isolation::Subprocess {
@@ -160,41 +285,51 @@ impl InferenceEngine {
         }
         let model = Arc::new(Model::load(&config.model)?);
         let registry = config.registry.clone().unwrap_or_default();
-        let retry_state = retry_state(&config, &registry)?;
+        let spec = config.runner_spec();
+        let retry_state = step::retry_state(&spec, &registry).map_err(EngineError::Backend)?;
         let policy = Arc::new(RetryPolicy::new(config.retry.clone())?);
-        let attempts = config.step_replay.max_recovery_attempts;
-        let runner = InProcess::new(
+        let (factory, first) = build(
             model.clone(),
-            backend,
             policy,
             retry_state.clone(),
-            attempts,
-        )?;
-        Self::start(EngineParts {
+            config.step_replay.max_recovery_attempts,
+        )
+        .map_err(backend_error)?;
+        let fallback = (config.fallback == Fallback::Cpu)
+            .then(|| Arc::new(cpu_fallback(&spec, model.clone(), &retry_state)) as _);
+        let backend = first.device().backend.to_string();
+        Self::start(StartParts {
             config,
             model,
-            runner: Box::new(runner),
+            isolation: Isolation::InProcess,
+            factory,
+            primary: Ok(first),
+            fallback,
             registry,
+            events: retry_state.events().clone(),
             retry_state,
-            clock: Arc::new(SystemClock::new()),
             faults: None,
-            worker: None,
+            worker_status: None,
+            primary_backend: backend,
         })
     }
 
-    /// Starts an engine on a runner of the caller's.
-    pub fn start(parts: EngineParts) -> Result<InferenceEngine, EngineError> {
-        let EngineParts {
+    /// Starts the step thread and the watchdog.
+    fn start(parts: StartParts) -> Result<InferenceEngine, EngineError> {
+        let StartParts {
             config,
             model,
-            runner,
+            isolation,
+            factory,
+            primary,
+            fallback,
             registry,
             retry_state,
-            clock,
+            events,
             faults,
-            worker: worker_status,
+            worker_status,
+            primary_backend,
         } = parts;
-        config.validate()?;
         let model_max = model.config().max_seq_length;
         let max_input_length = match config.batching.max_input_length {
             None => model_max.min(config.batching.max_batch_tokens),
@@ -209,42 +344,72 @@ impl InferenceEngine {
         };
         let metrics = EngineMetrics::register(&registry)
             .map_err(|e| EngineError::Backend(format!("could not register metrics: {e}")))?;
-        let queue = Arc::new(Queue::default());
-        let health = Arc::new(WorkerHealth::default());
-        let device = runner.device();
-        let worker = Worker {
-            runner,
-            queue: queue.clone(),
+        let (device, first, start_failure) = match primary {
+            Ok(runner) => (runner.device(), Some(runner), None),
+            Err(failure) => (
+                DeviceInfo {
+                    backend: "cpu",
+                    device: config.device,
+                    name: format!("the {primary_backend} device, lost at start"),
+                    arch: String::new(),
+                    total_memory: 0,
+                    compute_units: 0,
+                },
+                None,
+                Some(failure),
+            ),
+        };
+        let step_timeout = match isolation {
+            Isolation::Subprocess => config
+                .step_timeout
+                .saturating_add(config.worker.start_timeout)
+                .saturating_add(SUPERVISOR_SLACK),
+            _ => config.step_timeout,
+        };
+        let shared = Shared::new(SharedParts {
+            queue: Arc::new(Queue::default()),
+            health: Arc::new(EngineHealth::new(device.backend.to_string())),
+            metrics: metrics.clone(),
+            events,
             limits: Limits {
                 max_batch_tokens: config.batching.max_batch_tokens,
                 max_batch_requests: config.batching.max_batch_requests.unwrap_or(usize::MAX),
             },
             replay: config.step_replay.clone(),
-            metrics: metrics.clone(),
-            clock,
-            health: health.clone(),
-            replays: Default::default(),
-            consecutive_failures: 0,
-        };
-        let handle = std::thread::Builder::new()
-            .name("hipinfer-steps".into())
-            .spawn(move || worker.run())
+            recovery: config.recovery.clone(),
+            step_timeout,
+            factory,
+            fallback,
+            primary_backend,
+        });
+        if let Some(failure) = &start_failure {
+            tracing::warn!(
+                "the {} backend could not start ({}); starting on the CPU fallback",
+                shared.primary_backend,
+                failure.message
+            );
+        }
+        shared
+            .spawn_step_thread_starting(0, first, start_failure)
             .map_err(|e| EngineError::Backend(format!("could not start the step thread: {e}")))?;
+        let watchdog = shared
+            .spawn_watchdog()
+            .map_err(|e| EngineError::Backend(format!("could not start the watchdog: {e}")))?;
         Ok(InferenceEngine {
             inner: Arc::new(Inner {
                 config,
                 model,
                 device,
+                isolation,
                 max_input_length,
-                queue,
-                metrics,
+                shared,
                 registry,
                 retry_state,
                 in_flight: Arc::new(AtomicUsize::new(0)),
-                health,
+                next_id: AtomicU64::new(1),
                 faults,
                 worker_status,
-                worker: Mutex::new(Some(handle)),
+                watchdog: Mutex::new(Some(watchdog)),
             }),
         })
     }
@@ -257,9 +422,24 @@ impl InferenceEngine {
         &self.inner.model
     }
 
-    /// The device steps run on.
+    /// The device steps run on (as opened at start).
     pub fn device(&self) -> &DeviceInfo {
         &self.inner.device
+    }
+
+    /// Where steps run (`auto` resolved: `in_process` or `subprocess`).
+    pub fn isolation(&self) -> Isolation {
+        self.inner.isolation
+    }
+
+    /// The backend serving now: the device's, or `cpu (fallback)` while degraded.
+    pub fn active_backend(&self) -> String {
+        self.inner.shared.health.backend()
+    }
+
+    /// Time spent serving on the CPU fallback so far.
+    pub fn degraded_time(&self) -> Duration {
+        self.inner.shared.health.degraded_time()
     }
 
     /// Tokens per input, special tokens included.
@@ -273,7 +453,7 @@ impl InferenceEngine {
     }
 
     pub fn metrics(&self) -> &EngineMetrics {
-        &self.inner.metrics
+        &self.inner.shared.metrics
     }
 
     /// The retry layer's shared state (breaker, budget, metrics).
@@ -293,9 +473,7 @@ impl InferenceEngine {
 
     /// Requests accepted and not yet answered.
     pub fn in_flight(&self) -> usize {
-        self.inner
-            .in_flight
-            .load(std::sync::atomic::Ordering::Acquire)
+        self.inner.in_flight.load(Ordering::Acquire)
     }
 
     /// Embeds `texts` (normalised, truncated as needed), blocking until the answer. Call it
@@ -308,11 +486,12 @@ impl InferenceEngine {
     pub fn embed_request(&self, request: EmbedRequest) -> Result<EmbedResponse, EngineError> {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         self.submit(request, Reply::Blocking(tx))?;
-        rx.recv().unwrap_or_else(|_| Err(worker_gone()))
+        rx.recv().unwrap_or_else(|_| Err(step_thread_gone()))
     }
 
     /// Runs `request` without blocking the async runtime: tokenization runs in tokio's blocking
-    /// pool, the step on the engine's own thread.
+    /// pool, the step on the engine's own thread. Dropping the future cancels the request: its
+    /// inputs that have not run yet never reach a step.
     pub async fn embed_async(&self, request: EmbedRequest) -> Result<EmbedResponse, EngineError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let engine = self.clone();
@@ -321,7 +500,7 @@ impl InferenceEngine {
             .map_err(|e| EngineError::Unhealthy {
                 reason: format!("the tokenization task failed: {e}"),
             })??;
-        rx.await.unwrap_or_else(|_| Err(worker_gone()))
+        rx.await.unwrap_or_else(|_| Err(step_thread_gone()))
     }
 
     /// Tokenizes `texts` as the engine would, without embedding (for `/tokenize`).
@@ -340,7 +519,8 @@ impl InferenceEngine {
     /// Checks, tokenizes and queues a request; its answer arrives through `reply`.
     fn submit(&self, request: EmbedRequest, reply: Reply) -> Result<(), EngineError> {
         let inner = &*self.inner;
-        let metrics = &inner.metrics;
+        let shared = &inner.shared;
+        let metrics = &shared.metrics;
         metrics.requests.inc();
         let submitted = Instant::now();
         let refuse = |error: EngineError| {
@@ -360,15 +540,15 @@ impl InferenceEngine {
                 ),
             });
         }
-        if inner.queue.is_closed() {
-            return refuse(EngineError::ShuttingDown);
-        }
-        if let Some(reason) = inner.health.unhealthy.lock().clone() {
+        if let Some(reason) = shared.health.refusal() {
             return refuse(EngineError::Unhealthy { reason });
         }
         let max = inner.config.batching.max_concurrent_requests;
         let Some(permit) = Permit::try_acquire(&inner.in_flight, max, &metrics.in_flight) else {
             return refuse(EngineError::Overloaded { limit: max });
+        };
+        let Some(ticket) = shared.queue.admit() else {
+            return refuse(EngineError::ShuttingDown);
         };
         let encodings = match request
             .inputs
@@ -388,6 +568,7 @@ impl InferenceEngine {
             metrics.input_length.observe(e.ids.len() as f64);
         }
         let state = Arc::new(RequestState::new(Submission {
+            id: inner.next_id.fetch_add(1, Ordering::Relaxed),
             inputs: encodings.len(),
             normalize: request.normalize,
             submitted,
@@ -398,6 +579,7 @@ impl InferenceEngine {
             permit,
             metrics: metrics.clone(),
         }));
+        shared.watch_deadline(&state);
         let entries = encodings
             .into_iter()
             .enumerate()
@@ -409,11 +591,8 @@ impl InferenceEngine {
                 alone_failures: 0,
             })
             .collect();
-        if !inner.queue.push(entries) {
-            state.fail(|_| EngineError::ShuttingDown);
-            return Ok(());
-        }
-        metrics.queue_size.set(inner.queue.len() as i64);
+        ticket.push(entries);
+        metrics.queue_size.set(shared.queue.len() as i64);
         Ok(())
     }
 
@@ -450,103 +629,122 @@ impl InferenceEngine {
         Ok(encoding)
     }
 
-    /// Whether the engine can serve: a step succeeded within the last second, or a probe kernel
-    /// on the device (run between steps) answers right. Blocks up to a few seconds.
-    pub fn health(&self) -> Health {
-        let breaker = *self.inner.health.breaker.lock();
-        let answer = |ready: bool, reason: Option<String>| Health {
-            ready,
-            breaker: breaker_name(breaker),
-            reason,
-        };
-        if let Some(reason) = self.inner.health.unhealthy.lock().clone() {
-            return answer(false, Some(reason));
-        }
-        if self.inner.queue.is_closed() {
-            return answer(false, Some("shutting down".into()));
-        }
-        if breaker == BreakerState::Open {
-            return answer(false, Some("the device's circuit breaker is open".into()));
-        }
-        let fresh = self
-            .inner
-            .health
-            .last_success
-            .lock()
-            .is_some_and(|at| at.elapsed() < HEALTH_FRESH_FOR);
-        if fresh {
-            return answer(true, None);
-        }
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        if !self.inner.queue.push_probe(tx) {
-            return answer(false, Some("shutting down".into()));
-        }
-        match rx.recv_timeout(HEALTH_PROBE_TIMEOUT) {
-            Ok(Ok(())) => answer(true, None),
-            Ok(Err(reason)) => answer(false, Some(reason)),
-            Err(_) => answer(
-                false,
-                Some(format!(
-                    "the health probe got no answer within {HEALTH_PROBE_TIMEOUT:?}"
-                )),
-            ),
+    /// Whether the process and its step thread are alive: no device work, answered at once,
+    /// whatever the step thread is doing.
+    pub fn liveness(&self) -> Liveness {
+        let alive = self.inner.shared.step_thread_alive();
+        Liveness {
+            alive,
+            step_thread: if alive { "running" } else { "stopped" },
         }
     }
 
-    /// [`InferenceEngine::health`] without blocking the async runtime.
+    /// Whether the engine can serve (readiness): a step or probe succeeded within the
+    /// freshness window (at least 1 s, and twice the longest recent step), or a step is in
+    /// flight since less than that; otherwise a probe kernel on the device decides — one probe
+    /// for any number of concurrent callers. Blocks up to a few seconds.
+    pub fn health(&self) -> Health {
+        let shared = &self.inner.shared;
+        match shared
+            .health
+            .verdict(shared.queue.is_closed(), shared.busy_since())
+        {
+            Verdict::Answer(health) => health,
+            Verdict::NeedsProbe => {
+                let number = self.ask_probe();
+                shared.health.wait_probe(number, HEALTH_PROBE_TIMEOUT)
+            }
+        }
+    }
+
+    /// [`InferenceEngine::health`] for async callers: waits without holding any thread.
     pub async fn health_async(&self) -> Health {
-        let engine = self.clone();
-        tokio::task::spawn_blocking(move || engine.health())
-            .await
-            .unwrap_or_else(|e| Health {
-                ready: false,
-                breaker: "unknown",
-                reason: Some(format!("the health check failed: {e}")),
-            })
+        let shared = &self.inner.shared;
+        match shared
+            .health
+            .verdict(shared.queue.is_closed(), shared.busy_since())
+        {
+            Verdict::Answer(health) => health,
+            Verdict::NeedsProbe => {
+                let number = self.ask_probe();
+                shared
+                    .health
+                    .wait_probe_async(number, HEALTH_PROBE_TIMEOUT)
+                    .await
+            }
+        }
+    }
+
+    /// Joins the probe in progress or asks the step thread for one; its number.
+    fn ask_probe(&self) -> u64 {
+        let shared = &self.inner.shared;
+        let (number, started) = shared.health.join_probe();
+        if started {
+            shared.queue.request_probe();
+        }
+        number
     }
 
     /// Stops taking requests, answers every queued one, and waits for the step thread to end.
     /// Later calls return at once; requests after it get `ShuttingDown`.
     pub fn shutdown(&self) {
-        self.inner.queue.close();
-        let worker = self.inner.worker.lock().take();
-        if let Some(worker) = worker {
-            let _ = worker.join();
+        self.shutdown_within(None);
+    }
+
+    /// Stops taking requests and answers what is queued for up to `grace` (forever when
+    /// `None`); after that, every request still waiting or in its step is answered with
+    /// `ShuttingDown`. Returns whether the queue drained within the grace period.
+    pub fn shutdown_within(&self, grace: Option<Duration>) -> bool {
+        let shared = &self.inner.shared;
+        shared.queue.close();
+        let drained = shared.wait_step_thread(grace);
+        if !drained {
+            tracing::warn!(
+                "the drain's grace period ({grace:?}) is over: answering what is left with 503"
+            );
+            shared.abort_remaining();
         }
+        drained
     }
 
     /// [`InferenceEngine::shutdown`] without blocking the async runtime.
     pub async fn shutdown_async(&self) {
+        self.shutdown_within_async(None).await;
+    }
+
+    /// [`InferenceEngine::shutdown_within`] without blocking the async runtime.
+    pub async fn shutdown_within_async(&self, grace: Option<Duration>) -> bool {
         let engine = self.clone();
-        let _ = tokio::task::spawn_blocking(move || engine.shutdown()).await;
+        tokio::task::spawn_blocking(move || engine.shutdown_within(grace))
+            .await
+            .unwrap_or(false)
     }
 }
 
-fn worker_gone() -> EngineError {
+fn step_thread_gone() -> EngineError {
     EngineError::Unhealthy {
         reason: "the step thread stopped before answering".into(),
     }
 }
 
-fn breaker_name(state: BreakerState) -> &'static str {
-    match state {
-        BreakerState::Closed => "closed",
-        BreakerState::HalfOpen => "half_open",
-        BreakerState::Open => "open",
-    }
+fn events_error(path: Option<&std::path::Path>, error: &std::io::Error) -> EngineError {
+    ConfigError::new(
+        "events",
+        format!(
+            "{} cannot be opened for appending: {error}",
+            path.map_or_else(String::new, |p| p.display().to_string())
+        ),
+    )
+    .into()
 }
 
-/// The retry layer's shared state for an engine, its metrics in `registry`.
-pub fn retry_state(config: &EngineConfig, registry: &Registry) -> Result<RetryState, EngineError> {
-    let mut builder = RetryState::builder()
-        .registry(registry.clone())
-        .breaker(config.breaker.clone())
-        .budget(config.budget.clone())
-        .device(config.device);
-    if let Some(seed) = config.seed {
-        builder = builder.seed(seed);
-    }
-    builder
-        .build()
-        .map_err(|e| EngineError::Backend(format!("could not set up the retry layer: {e}")))
+/// Says once per process what in-process isolation on a GPU risks.
+fn warn_in_process_gpu() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        tracing::warn!(
+            "isolation is in_process on a GPU: one GPU memory fault poisons (ROCm >= 6, CUDA) or \
+             aborts (ROCm 5) this whole process; isolation subprocess survives it"
+        )
+    });
 }

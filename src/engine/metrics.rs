@@ -10,7 +10,7 @@ use prometheus::{
 use crate::error::Recovery;
 
 /// Why a request failed: the `reason` label of `hipinfer_request_failure_total`.
-pub const FAILURE_REASONS: [&str; 9] = [
+pub const FAILURE_REASONS: [&str; 10] = [
     "empty",
     "validation",
     "payload_too_large",
@@ -20,7 +20,11 @@ pub const FAILURE_REASONS: [&str; 9] = [
     "unhealthy",
     "shutdown",
     "config",
+    "dropped",
 ];
+
+/// How a self-healing try went: the `outcome` label of `hipinfer_recovery_attempts_total`.
+pub const RECOVERY_OUTCOMES: [&str; 2] = ["success", "failure"];
 
 /// Every engine metric.
 #[derive(Clone)]
@@ -41,6 +45,14 @@ pub struct EngineMetrics {
     pub steps_failed: IntCounter,
     step_replays: IntCounterVec,
     pub backend_resets: IntCounter,
+    pub duplicate_completions: IntCounter,
+    pub discarded_results: IntCounter,
+    pub degraded: IntGauge,
+    pub degraded_requests: IntCounter,
+    recovery_attempts: IntCounterVec,
+    pub abandoned_steps: IntCounter,
+    pub device_lost: IntCounter,
+    pub health_probes: IntCounter,
 }
 
 impl std::fmt::Debug for EngineMetrics {
@@ -94,6 +106,17 @@ impl EngineMetrics {
         registry.register(Box::new(step_replays.clone()))?;
         for class in Recovery::ALL {
             step_replays.with_label_values(&[class.as_str()]);
+        }
+        let recovery_attempts = IntCounterVec::new(
+            Opts::new(
+                "hipinfer_recovery_attempts_total",
+                "Self-healing tries at bringing a lost device back, by outcome",
+            ),
+            &["outcome"],
+        )?;
+        registry.register(Box::new(recovery_attempts.clone()))?;
+        for outcome in RECOVERY_OUTCOMES {
+            recovery_attempts.with_label_values(&[outcome]);
         }
         let tokens = exponential_buckets(2.0, 2.0, 10)?; // 2 … 1024
         Ok(EngineMetrics {
@@ -156,6 +179,35 @@ impl EngineMetrics {
                 "hipinfer_backend_resets_total",
                 "Backend resets (new context, weights uploaded again) after failed steps",
             )?,
+            duplicate_completions: counter(
+                "hipinfer_duplicate_completions_total",
+                "Results for an input that was completed already (never answered twice; should stay 0)",
+            )?,
+            discarded_results: counter(
+                "hipinfer_discarded_results_total",
+                "Results that came after their request was answered (a deadline, an abandoned step)",
+            )?,
+            degraded: gauge(
+                "hipinfer_degraded",
+                "1 while requests are served by the CPU fallback because the device is lost",
+            )?,
+            degraded_requests: counter(
+                "hipinfer_degraded_requests_total",
+                "Requests answered with at least one input computed on the CPU fallback",
+            )?,
+            recovery_attempts,
+            abandoned_steps: counter(
+                "hipinfer_abandoned_steps_total",
+                "Steps (or probes, resets) that missed the step deadline in this process and were abandoned with their thread",
+            )?,
+            device_lost: counter(
+                "hipinfer_device_lost_total",
+                "Times the device was found lost for this process (a reset failed with a sticky code, or recovery ran out)",
+            )?,
+            health_probes: counter(
+                "hipinfer_health_probes_total",
+                "Probe kernels run for health checks",
+            )?,
         })
     }
 
@@ -167,6 +219,17 @@ impl EngineMetrics {
             "backend"
         };
         self.failures.with_label_values(&[reason]).inc();
+    }
+
+    /// Counts a self-healing try.
+    pub fn recovery_attempt(&self, success: bool) {
+        let outcome = RECOVERY_OUTCOMES[usize::from(!success)];
+        self.recovery_attempts.with_label_values(&[outcome]).inc();
+    }
+
+    /// Self-healing tries so far with `outcome` (`success`, `failure`).
+    pub fn recovery_attempts(&self, outcome: &str) -> u64 {
+        self.recovery_attempts.with_label_values(&[outcome]).get()
     }
 
     /// Counts a replayed step.

@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use serde::Serialize;
 
+use crate::step::RetryReport;
+
 use super::error::EngineError;
 use super::metrics::EngineMetrics;
-use super::report::RetryReport;
 
 /// A request: texts to embed.
 #[derive(Debug, Clone, PartialEq)]
@@ -61,6 +62,10 @@ pub struct EmbedResponse {
     pub input_tokens: Vec<usize>,
     pub retry: RetryReport,
     pub timings: Timings,
+    /// Whether any of its inputs ran on the CPU fallback (the device was lost).
+    pub degraded: bool,
+    /// The engine's id of the request (as in the recovery log).
+    pub request_id: u64,
 }
 
 impl EmbedResponse {
@@ -121,8 +126,21 @@ impl Drop for Permit {
     }
 }
 
+/// What became of a result handed to [`RequestState::complete`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Completion {
+    /// Stored (and the request answered if it was the last input).
+    Stored,
+    /// The request was answered already (failed, past its deadline): the result is discarded.
+    Discarded,
+    /// The input was completed before: a second completion, never answered twice.
+    Duplicate,
+}
+
 /// A request in flight: shared by its inputs' queue entries.
 pub(crate) struct RequestState {
+    /// The engine's id (for the recovery log and the response).
+    pub id: u64,
     pub normalize: bool,
     pub submitted: Instant,
     pub deadline: Option<(Duration, Instant)>,
@@ -135,6 +153,7 @@ pub(crate) struct RequestState {
 struct Progress {
     embeddings: Vec<Option<Vec<f32>>>,
     remaining: usize,
+    degraded: bool,
     report: RetryReport,
     started: Option<Instant>,
     inference: Duration,
@@ -144,6 +163,7 @@ struct Progress {
 
 /// A request's settings and bookkeeping, from its submission.
 pub(crate) struct Submission {
+    pub id: u64,
     pub inputs: usize,
     pub normalize: bool,
     pub submitted: Instant,
@@ -158,6 +178,7 @@ pub(crate) struct Submission {
 impl RequestState {
     pub fn new(submission: Submission) -> RequestState {
         let Submission {
+            id,
             inputs,
             normalize,
             submitted,
@@ -169,6 +190,7 @@ impl RequestState {
             metrics,
         } = submission;
         RequestState {
+            id,
             normalize,
             submitted,
             deadline: deadline.map(|d| (d, submitted + d)),
@@ -178,6 +200,7 @@ impl RequestState {
             progress: Mutex::new(Progress {
                 embeddings: vec![None; inputs],
                 remaining: inputs,
+                degraded: false,
                 report: RetryReport::default(),
                 started: None,
                 inference: Duration::ZERO,
@@ -210,23 +233,57 @@ impl RequestState {
         update(&mut p.report);
     }
 
-    /// Stores input `index`'s embedding; answers the request when it was the last.
-    pub fn complete(&self, index: usize, embedding: Vec<f32>) {
-        let mut p = self.progress.lock();
+    /// The deadline instant, when it has one.
+    pub fn deadline_at(&self) -> Option<Instant> {
+        self.deadline.map(|(_, at)| at)
+    }
+
+    /// Fails the request with `DeadlineExceeded` if it is still unanswered.
+    pub fn fail_deadline(&self) {
+        if let Some((deadline, _)) = self.deadline {
+            self.fail(|report| EngineError::DeadlineExceeded { deadline, report });
+        }
+    }
+
+    /// Stores input `index`'s embedding (computed on the CPU fallback when `degraded`);
+    /// answers the request when it was the last. A result for an answered request is
+    /// discarded; a second result for one input is a duplicate — counted, never answered.
+    pub fn complete(&self, index: usize, embedding: Vec<f32>, degraded: bool) -> Completion {
+        let mut guard = self.progress.lock();
+        let p = &mut *guard;
+        let filled = p.embeddings.get(index).map(Option::is_some);
+        if filled != Some(false) {
+            drop(guard);
+            self.metrics.duplicate_completions.inc();
+            tracing::error!(
+                request = self.id,
+                index,
+                "an input was completed twice (or does not exist); the result is dropped"
+            );
+            return Completion::Duplicate;
+        }
         if p.reply.is_none() {
-            return;
+            // Kept, so that a third result for it is still seen as a duplicate.
+            p.embeddings[index] = Some(Vec::new());
+            drop(guard);
+            self.metrics.discarded_results.inc();
+            return Completion::Discarded;
         }
-        if p.embeddings[index].replace(embedding).is_none() {
-            p.remaining -= 1;
-        }
+        p.embeddings[index] = Some(embedding);
+        p.remaining -= 1;
+        p.degraded |= degraded;
         if p.remaining > 0 {
-            return;
+            return Completion::Stored;
         }
+        let mut p = guard;
+        // Kept in place (answered requests keep their slots filled), so that a late second
+        // result for an input is still seen as the duplicate it is.
         let embeddings = p
             .embeddings
             .iter_mut()
-            .map(|e| e.take().unwrap_or_default())
+            .map(|e| e.replace(Vec::new()).unwrap_or_default())
             .collect();
+        let degraded = p.degraded;
         let response = EmbedResponse {
             embeddings,
             input_tokens: self.input_tokens.clone(),
@@ -237,6 +294,8 @@ impl RequestState {
                 inference: p.inference,
                 total: self.submitted.elapsed(),
             },
+            degraded,
+            request_id: self.id,
         };
         let reply = p.reply.take();
         p._permit.take();
@@ -249,9 +308,13 @@ impl RequestState {
             .observe(response.timings.queue.as_secs_f64());
         m.inference_duration
             .observe(response.timings.inference.as_secs_f64());
+        if degraded {
+            m.degraded_requests.inc();
+        }
         if let Some(reply) = reply {
             reply.send(Ok(response));
         }
+        Completion::Stored
     }
 
     /// Fails the whole request with `error(report)` (nothing happens if it was answered).

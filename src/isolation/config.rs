@@ -8,14 +8,27 @@ use serde::{Deserialize, Serialize};
 use crate::error::ConfigError;
 use crate::retry::serde_duration;
 
-/// `in_process` (the default, and right for the CPU backend) or `subprocess` (recommended for
-/// HIP: a fault that kills the process kills only the worker, and no request is lost).
+/// Where steps run. `auto` (the default) is `subprocess` on a GPU backend — a GPU memory fault
+/// poisons or aborts the whole process (ROCm, CUDA), so surviving it takes a process boundary —
+/// and `in_process` on the CPU. `in_process` on a GPU stays possible (a WARN says what it risks).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Isolation {
     #[default]
+    Auto,
     InProcess,
     Subprocess,
+}
+
+impl Isolation {
+    /// What `auto` means for a backend that is (`gpu`) or is not a GPU.
+    pub fn resolve(self, gpu: bool) -> Isolation {
+        match self {
+            Isolation::Auto if gpu => Isolation::Subprocess,
+            Isolation::Auto => Isolation::InProcess,
+            other => other,
+        }
+    }
 }
 
 impl std::str::FromStr for Isolation {
@@ -23,11 +36,12 @@ impl std::str::FromStr for Isolation {
 
     fn from_str(text: &str) -> Result<Self, ConfigError> {
         match text.trim().to_ascii_lowercase().replace('-', "_").as_str() {
+            "auto" => Ok(Isolation::Auto),
             "in_process" | "inprocess" => Ok(Isolation::InProcess),
             "subprocess" => Ok(Isolation::Subprocess),
             _ => Err(ConfigError::new(
                 "isolation",
-                format!("{text:?} is not one of in_process, subprocess"),
+                format!("{text:?} is not one of auto, in_process, subprocess"),
             )),
         }
     }
@@ -36,6 +50,7 @@ impl std::str::FromStr for Isolation {
 impl std::fmt::Display for Isolation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
+            Isolation::Auto => "auto",
             Isolation::InProcess => "in_process",
             Isolation::Subprocess => "subprocess",
         })
@@ -52,10 +67,6 @@ pub struct WorkerConfig {
     pub program: Option<PathBuf>,
     /// Arguments for the program.
     pub args: Vec<String>,
-    /// A step (or probe) not answered within this long is a hung worker: it is killed and
-    /// replaced (30 s).
-    #[serde(with = "serde_duration")]
-    pub step_timeout: Duration,
     /// Time for a new worker to load the model and report ready (120 s).
     #[serde(with = "serde_duration")]
     pub start_timeout: Duration,
@@ -77,7 +88,6 @@ impl Default for WorkerConfig {
         WorkerConfig {
             program: None,
             args: Vec::new(),
-            step_timeout: Duration::from_secs(30),
             start_timeout: Duration::from_secs(120),
             max_restarts: 3,
             restart_window: Duration::from_secs(600),
@@ -89,12 +99,6 @@ impl Default for WorkerConfig {
 
 impl WorkerConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.step_timeout.is_zero() {
-            return Err(ConfigError::new(
-                "worker.step_timeout",
-                "must be more than zero",
-            ));
-        }
         if self.start_timeout.is_zero() {
             return Err(ConfigError::new(
                 "worker.start_timeout",

@@ -9,8 +9,13 @@ use std::io::{Read, Write};
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::{RetryRecord, StepFailure};
 use crate::model::Encoding;
+use crate::step::{RetryRecord, StepFailure};
+
+/// The version of this protocol. A worker checks its supervisor's at `Start` (and the supervisor
+/// the worker's at `Ready`): a mismatch — a worker program from another build — is a clear,
+/// permanent start failure naming both versions, never a garbled conversation.
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The largest frame either side accepts (256 MiB: 32 × 512 tokens of ids, or a batch's
 /// embeddings, are far below it).
@@ -36,8 +41,13 @@ fn malformed<T>(message: impl Into<String>) -> Result<T, ProtocolError> {
 pub enum ToWorker {
     /// Load the model and open the backend; answered by `Ready` or `StartFailed`.
     Start(WorkerStart),
-    /// Run one step; answered by `StepDone` or `StepFailed` with the same id.
-    Step { id: u64, inputs: Vec<Encoding> },
+    /// Run one step; answered by `StepDone` or `StepFailed` with the same id. `requests` are
+    /// the ids of the requests the inputs belong to (for the recovery log).
+    Step {
+        id: u64,
+        inputs: Vec<Encoding>,
+        requests: Vec<u64>,
+    },
     /// Run the probe kernel; answered by `ProbeDone`.
     Probe { id: u64 },
     /// Reset the device and upload the weights again; answered by `RecoverDone`.
@@ -50,9 +60,7 @@ pub enum ToWorker {
 #[derive(Debug, Clone, PartialEq)]
 pub enum FromWorker {
     Ready(WorkerReady),
-    StartFailed {
-        message: String,
-    },
+    StartFailed(StartFailure),
     StepDone {
         id: u64,
         embeddings: Vec<Vec<f32>>,
@@ -82,17 +90,33 @@ pub enum FromWorker {
 /// What a worker is started with (JSON).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WorkerStart {
-    /// The engine configuration (model folder, backend, threads, retry policy…), as JSON.
-    pub config: serde_json::Value,
+    /// The supervisor's [`PROTOCOL_VERSION`] (0: from before versions existed).
+    #[serde(default)]
+    pub protocol: u32,
+    /// What the runner is built from (`RunnerSpec`), as JSON.
+    pub spec: serde_json::Value,
     /// Faults to inject (tests and `hipinfer chaos`), as JSON.
     pub faults: Option<serde_json::Value>,
     /// How many workers were started before this one (it seeds the faults differently).
     pub incarnation: u64,
 }
 
+/// Why a worker could not start (JSON).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StartFailure {
+    pub message: String,
+    /// Starting another worker the same way cannot work (a protocol mismatch, a bad
+    /// configuration): the supervisor stops trying.
+    #[serde(default)]
+    pub permanent: bool,
+}
+
 /// A worker's answer to `Start` (JSON).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WorkerReady {
+    /// The worker's [`PROTOCOL_VERSION`].
+    #[serde(default)]
+    pub protocol: u32,
     pub backend: String,
     pub device: i32,
     pub name: String,
@@ -185,6 +209,13 @@ impl Body {
         self.0.extend_from_slice(&v.to_le_bytes());
         self
     }
+    fn u64s(&mut self, values: &[u64]) -> &mut Self {
+        self.u32(values.len() as u32);
+        values
+            .iter()
+            .for_each(|v| self.0.extend_from_slice(&v.to_le_bytes()));
+        self
+    }
     fn u32s(&mut self, values: &[u32]) -> &mut Self {
         self.u32(values.len() as u32);
         values
@@ -252,6 +283,18 @@ impl<'a> Reader<'a> {
             .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
             .collect())
     }
+    fn u64s(&mut self, what: &str) -> Result<Vec<u64>, ProtocolError> {
+        let n = self.count(8, what)?;
+        let bytes = self.take(n * 8, what)?;
+        Ok(bytes
+            .chunks_exact(8)
+            .map(|b| {
+                let mut a = [0u8; 8];
+                a.copy_from_slice(b);
+                u64::from_le_bytes(a)
+            })
+            .collect())
+    }
     fn f32s(&mut self, n: usize, what: &str) -> Result<Vec<f32>, ProtocolError> {
         let bytes = self.take(
             n.checked_mul(4)
@@ -285,11 +328,16 @@ impl ToWorker {
                 body.json(start);
                 START
             }
-            ToWorker::Step { id, inputs } => {
+            ToWorker::Step {
+                id,
+                inputs,
+                requests,
+            } => {
                 body.u64(*id).u32(inputs.len() as u32);
                 for input in inputs {
                     body.u32s(&input.ids).u32s(&input.type_ids);
                 }
+                body.u64s(requests);
                 STEP
             }
             ToWorker::Probe { id } => {
@@ -331,7 +379,12 @@ impl ToWorker {
                     }
                     inputs.push(Encoding { ids, type_ids });
                 }
-                ToWorker::Step { id, inputs }
+                let requests = r.u64s("request ids")?;
+                ToWorker::Step {
+                    id,
+                    inputs,
+                    requests,
+                }
             }
             PROBE => ToWorker::Probe {
                 id: r.u64("probe id")?,
@@ -355,8 +408,8 @@ impl FromWorker {
                 body.json(ready);
                 READY
             }
-            FromWorker::StartFailed { message } => {
-                body.json(message);
+            FromWorker::StartFailed(failure) => {
+                body.json(failure);
                 START_FAILED
             }
             FromWorker::StepDone {
@@ -413,9 +466,7 @@ impl FromWorker {
         let mut r = Reader { bytes: body };
         let message = match tag {
             READY => FromWorker::Ready(r.json("ready")?),
-            START_FAILED => FromWorker::StartFailed {
-                message: r.json("start failure")?,
-            },
+            START_FAILED => FromWorker::StartFailed(r.json("start failure")?),
             STEP_DONE => {
                 let id = r.u64("step id")?;
                 let rows = r.u32("rows")? as usize;
@@ -484,7 +535,8 @@ mod tests {
     #[test]
     fn every_message_round_trips() {
         round_trip_to(ToWorker::Start(WorkerStart {
-            config: serde_json::json!({"model": "m"}),
+            protocol: PROTOCOL_VERSION,
+            spec: serde_json::json!({"model": "m"}),
             faults: None,
             incarnation: 3,
         }));
@@ -500,6 +552,7 @@ mod tests {
                     type_ids: vec![0, 0],
                 },
             ],
+            requests: vec![4, 5],
         });
         round_trip_to(ToWorker::Probe { id: 9 });
         round_trip_to(ToWorker::Recover { id: 10 });
@@ -531,9 +584,10 @@ mod tests {
             failure: None,
             report: WorkerReport::default(),
         });
-        round_trip_from(FromWorker::StartFailed {
+        round_trip_from(FromWorker::StartFailed(StartFailure {
             message: "no model".into(),
-        });
+            permanent: false,
+        }));
     }
 
     #[test]

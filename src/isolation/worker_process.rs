@@ -6,23 +6,28 @@
 //! otherwise it returns at once. The `hipinfer` binary does this, so an embedding application
 //! can also point `worker.program` at it instead.
 
+// A `StepFailure` travels only on the recovery path: see `step/contract.rs`.
+#![allow(clippy::result_large_err)]
+
 use std::io::BufReader;
 use std::os::unix::net::UnixStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
 use prometheus::Registry;
 
-use crate::engine::{
-    local_runner, retry_state, EngineConfig, FaultCounter, RetryRecord, StepRunner,
-};
+use crate::backend::FaultPlan;
 use crate::model::Model;
-use crate::retry::BreakerState;
+use crate::retry::{with_requests, BreakerState, RetryState};
+use crate::step::{retry_state, FaultCounter, LocalRunners, RetryRecord, RunnerSpec, StepRunner};
 
 use super::forwarded_metrics::snapshot;
-use super::protocol::{FromWorker, ProtocolError, ToWorker, WorkerReady, WorkerReport};
+use super::protocol::{
+    FromWorker, ProtocolError, StartFailure, ToWorker, WorkerReady, WorkerReport, WorkerStart,
+    PROTOCOL_VERSION,
+};
 
 /// The variable that makes a process a worker: the path of its supervisor's socket.
 pub const SOCKET_ENV: &str = "HIPINFER_WORKER_SOCKET";
@@ -43,14 +48,18 @@ pub fn run_worker_if_requested() {
 }
 
 /// Exits this process when its parent is gone (it was re-parented), so a supervisor killed
-/// without warning leaves no worker behind — even one stuck in a hung kernel.
-fn exit_with_parent() {
+/// without warning leaves no worker behind — even one stuck in a hung kernel — and no socket
+/// folder either.
+fn exit_with_parent(socket_dir: Option<PathBuf>) {
     let parent = std::os::unix::process::parent_id();
     let _ = std::thread::Builder::new()
         .name("hipinfer-parent-watch".into())
         .spawn(move || loop {
             std::thread::sleep(Duration::from_millis(200));
             if std::os::unix::process::parent_id() != parent {
+                if let Some(dir) = &socket_dir {
+                    let _ = std::fs::remove_dir_all(dir);
+                }
                 std::process::exit(3);
             }
         });
@@ -65,16 +74,16 @@ fn send(writer: &Writer, message: &FromWorker) -> Result<(), String> {
 }
 
 /// What the worker keeps between messages.
-struct Worker {
+struct Serving {
     runner: Box<dyn StepRunner>,
     registry: Registry,
     faults: Option<FaultCounter>,
     /// The retry totals when metrics were last reported (to send them only when they change).
     reported: Option<(u64, u64)>,
-    retry_state: crate::retry::RetryState,
+    retry_state: RetryState,
 }
 
-impl Worker {
+impl Serving {
     fn report(&mut self, recovered: Vec<RetryRecord>) -> WorkerReport {
         let totals = self
             .retry_state
@@ -105,7 +114,7 @@ impl Worker {
 fn serve(socket: &Path) -> Result<(), String> {
     let stream = UnixStream::connect(socket)
         .map_err(|e| format!("could not connect to {}: {e}", socket.display()))?;
-    exit_with_parent();
+    exit_with_parent(socket.parent().map(Path::to_path_buf));
     let mut reader = BufReader::new(
         stream
             .try_clone()
@@ -117,22 +126,18 @@ fn serve(socket: &Path) -> Result<(), String> {
         Ok(other) => return Err(format!("expected Start first, got {other:?}")),
         Err(e) => return Err(format!("no Start message: {e}")),
     };
-    let mut worker = match start_worker(&start, &writer) {
-        Ok(worker) => worker,
-        Err(message) => {
-            let _ = send(
-                &writer,
-                &FromWorker::StartFailed {
-                    message: message.clone(),
-                },
-            );
-            return Err(message);
+    let mut serving = match start_serving(&start, &writer) {
+        Ok(serving) => serving,
+        Err(failure) => {
+            let _ = send(&writer, &FromWorker::StartFailed(failure.clone()));
+            return Err(failure.message);
         }
     };
-    let device = worker.runner.device();
+    let device = serving.runner.device();
     send(
         &writer,
         &FromWorker::Ready(WorkerReady {
+            protocol: PROTOCOL_VERSION,
             backend: device.backend.to_string(),
             device: device.device,
             name: device.name,
@@ -149,32 +154,36 @@ fn serve(socket: &Path) -> Result<(), String> {
             Err(e) => return Err(e.to_string()),
         };
         let reply = match message {
-            ToWorker::Step { id, inputs } => match worker.runner.run(&inputs) {
+            ToWorker::Step {
+                id,
+                inputs,
+                requests,
+            } => match with_requests(&requests, || serving.runner.run(&inputs)) {
                 Ok(output) => FromWorker::StepDone {
                     id,
                     embeddings: output.embeddings,
-                    report: worker.report(output.recovered),
+                    report: serving.report(output.recovered),
                 },
                 Err(failure) => FromWorker::StepFailed {
                     id,
                     failure,
-                    report: worker.report(Vec::new()),
+                    report: serving.report(Vec::new()),
                 },
             },
             ToWorker::Probe { id } => {
-                let error = worker.runner.probe().err().map(|f| f.message);
+                let error = serving.runner.probe().err().map(|f| f.message);
                 FromWorker::ProbeDone {
                     id,
                     error,
-                    report: worker.report(Vec::new()),
+                    report: serving.report(Vec::new()),
                 }
             }
             ToWorker::Recover { id } => {
-                let failure = worker.runner.recover().err();
+                let failure = serving.runner.recover().err();
                 FromWorker::RecoverDone {
                     id,
                     failure,
-                    report: worker.report(Vec::new()),
+                    report: serving.report(Vec::new()),
                 }
             }
             ToWorker::Shutdown => return Ok(()),
@@ -184,36 +193,48 @@ fn serve(socket: &Path) -> Result<(), String> {
     }
 }
 
-fn start_worker(start: &super::protocol::WorkerStart, writer: &Writer) -> Result<Worker, String> {
-    let mut config: EngineConfig = serde_json::from_value(start.config.clone())
-        .map_err(|e| format!("bad engine configuration from the supervisor: {e}"))?;
-    config.faults = match &start.faults {
+/// Checks the supervisor's protocol version, then loads the model and opens the backend.
+fn start_serving(start: &WorkerStart, writer: &Writer) -> Result<Serving, StartFailure> {
+    let permanent = |message: String| StartFailure {
+        message,
+        permanent: true,
+    };
+    if start.protocol != PROTOCOL_VERSION {
+        return Err(permanent(format!(
+            "the supervisor speaks protocol version {} and this worker {PROTOCOL_VERSION}: \
+             point worker.program at a hipinfer of the same build",
+            start.protocol
+        )));
+    }
+    let spec: RunnerSpec = serde_json::from_value(start.spec.clone())
+        .map_err(|e| permanent(format!("bad runner spec from the supervisor: {e}")))?;
+    let faults: Option<FaultPlan> = match &start.faults {
         Some(plan) => Some(
             serde_json::from_value(plan.clone())
-                .map_err(|e| format!("bad fault plan from the supervisor: {e}"))?,
+                .map_err(|e| permanent(format!("bad fault plan from the supervisor: {e}")))?,
         ),
         None => None,
     };
+    let transient = |message: String| StartFailure {
+        message,
+        permanent: false,
+    };
     // The supervisor tokenizes; the worker only runs token ids through the model.
-    let model = Arc::new(Model::load_for_inference(&config.model).map_err(|e| e.to_string())?);
+    let model = Arc::new(Model::load_for_inference(&spec.model).map_err(|e| permanent(e.to_string()))?);
     let registry = Registry::new();
-    let state = retry_state(&config, &registry).map_err(|e| e.to_string())?;
+    let state = retry_state(&spec, &registry).map_err(permanent)?;
     let notify_writer = writer.clone();
     let notifier: crate::backend::FaultNotifier = Arc::new(move |kind: &str| {
         let _ = FromWorker::Injected { kind: kind.into() }.write(&mut *notify_writer.lock());
     });
-    let (runner, faults) = local_runner(
-        &config,
-        model,
-        state.clone(),
-        start.incarnation,
-        Some(notifier),
-    )
-    .map_err(|e| e.to_string())?;
-    Ok(Worker {
+    let runners = LocalRunners::new(spec, faults, model, state.clone())
+        .seed_offset(start.incarnation)
+        .notifier(notifier);
+    let runner = runners.make().map_err(|f| transient(f.message))?;
+    Ok(Serving {
         runner,
         registry,
-        faults,
+        faults: runners.fault_counter(),
         reported: None,
         retry_state: state,
     })

@@ -129,6 +129,9 @@ pub enum Admission {
     Normal,
     /// A half-open probe: its outcome decides the breaker's state.
     Probe,
+    /// A call the breaker does not gate and whose outcome it does not count: a device reset,
+    /// which is the breaker's cure rather than a call it protects.
+    Bypass,
 }
 
 /// The breaker said no.
@@ -280,6 +283,7 @@ impl CircuitBreaker {
             (Admission::Normal, CallOutcome::Neutral) => {}
             (Admission::Normal, CallOutcome::Failure) => self.record_failure(),
             (Admission::Probe, outcome) => self.record_probe(outcome),
+            (Admission::Bypass, _) => {}
         }
     }
 

@@ -1,8 +1,18 @@
-//! Retry events: every retry, give-up, late success and breaker transition becomes a `tracing`
-//! event, and optionally a line of JSON in a file (`events.jsonl`) for people who grep logs.
+//! The recovery log: every retry, give-up, late success and breaker transition of the retry layer
+//! — and, through [`Events::emit`], every step replay, context reset, worker restart, fallback and
+//! recovery attempt of the engine above it — becomes a `tracing` event and, when a log file is
+//! set, one line of JSON (`events.jsonl`), appended and flushed per line. A write error is a
+//! WARN, never a failed call.
+//!
+//! Each line says when (`timestamp`), at which level (`scope`: `op`, `step`, `engine`,
+//! `worker`), what (`type`), the device operation, HIP code and recovery class where there is
+//! one, the attempt and delay, the `outcome`, the ids of the requests affected (the engine sets
+//! them around each step with [`with_requests`]; a worker process gets them with its step) and
+//! the process id, so that a campaign can be audited line by line.
 
+use std::cell::RefCell;
 use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -19,22 +29,54 @@ use super::outcome::{AttemptRecord, GiveUpReason};
 pub struct EventRecord {
     /// Seconds since the Unix epoch.
     pub timestamp: f64,
-    /// `retry`, `gave_up`, `recovered` or `breaker`.
+    /// `op` (a device call), `step`, `engine` or `worker`.
+    pub scope: &'static str,
+    /// `retry`, `gave_up`, `recovered`, `breaker` (op scope); `step_failed`, `step_replay`,
+    /// `context_reset`, `abandoned_step`, `fallback`, `recovery_attempt`, `worker_restart`, …
     #[serde(rename = "type")]
     pub kind: &'static str,
     pub op: Option<&'static str>,
+    /// The HIP code, where there is one.
+    pub code: Option<i32>,
+    /// The recovery class acted on.
+    pub class: Option<&'static str>,
     pub attempt: Option<u32>,
     pub delay_ms: Option<f64>,
+    /// `retrying`, `succeeded`, a give-up reason, the breaker's new state, `replayed`, …
+    pub outcome: String,
+    /// The ids of the requests affected.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub requests: Vec<u64>,
     pub error: Option<String>,
-    /// `retrying`, `succeeded`, the give-up reason, or the breaker's new state.
-    pub result: String,
+    pub pid: u32,
 }
 
-/// An append-only JSON-lines file of [`EventRecord`]s, flushed after every line.
+impl EventRecord {
+    /// A record of `kind` at `scope`, now, with the requests in context; the rest unset.
+    pub fn new(scope: &'static str, kind: &'static str, outcome: impl Into<String>) -> Self {
+        EventRecord {
+            timestamp: unix_seconds(SystemTime::now()),
+            scope,
+            kind,
+            op: None,
+            code: None,
+            class: None,
+            attempt: None,
+            delay_ms: None,
+            outcome: outcome.into(),
+            requests: current_requests(),
+            error: None,
+            pid: std::process::id(),
+        }
+    }
+}
+
+/// An append-only JSON-lines file of [`EventRecord`]s, one `write` per line (so lines from
+/// several processes appending to one file never interleave), flushed at once.
 #[derive(Debug)]
 pub struct JsonlSink {
     path: PathBuf,
-    file: Mutex<BufWriter<File>>,
+    file: Mutex<File>,
 }
 
 impl JsonlSink {
@@ -44,7 +86,7 @@ impl JsonlSink {
         let file = OpenOptions::new().create(true).append(true).open(&path)?;
         Ok(JsonlSink {
             path,
-            file: Mutex::new(BufWriter::new(file)),
+            file: Mutex::new(file),
         })
     }
 
@@ -53,15 +95,41 @@ impl JsonlSink {
     }
 
     fn write(&self, record: &EventRecord) {
-        let Ok(line) = serde_json::to_string(record) else {
+        let Ok(mut line) = serde_json::to_string(record) else {
             return;
         };
+        line.push('\n');
         let mut file = self.file.lock();
-        let written = writeln!(file, "{line}").and_then(|_| file.flush());
+        let written = file.write_all(line.as_bytes()).and_then(|()| file.flush());
+        drop(file);
         if let Err(error) = written {
-            tracing::warn!(path = %self.path.display(), %error, "could not write a retry event");
+            tracing::warn!(path = %self.path.display(), %error, "could not write a recovery event");
         }
     }
+}
+
+thread_local! {
+    static REQUESTS: RefCell<Vec<u64>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with `requests` as the requests every event recorded on this thread affects.
+pub fn with_requests<T>(requests: &[u64], f: impl FnOnce() -> T) -> T {
+    let previous = REQUESTS.with(|r| std::mem::replace(&mut *r.borrow_mut(), requests.to_vec()));
+    struct Restore(Option<Vec<u64>>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            if let Some(previous) = self.0.take() {
+                REQUESTS.with(|r| *r.borrow_mut() = previous);
+            }
+        }
+    }
+    let _restore = Restore(Some(previous));
+    f()
+}
+
+/// The requests set on this thread by [`with_requests`] (a supervisor sends them to its worker).
+pub fn current_requests() -> Vec<u64> {
+    REQUESTS.with(|r| r.borrow().clone())
 }
 
 /// Where events go: always `tracing`, and the JSON-lines sink when one is set.
@@ -84,9 +152,37 @@ impl Events {
         Events { sink }
     }
 
-    fn record(&self, record: impl FnOnce() -> EventRecord) {
+    /// Opens `path` for appending (`None`: only `tracing`).
+    pub fn open(path: Option<&Path>) -> std::io::Result<Self> {
+        Ok(Events {
+            sink: path.map(JsonlSink::open).transpose()?.map(Arc::new),
+        })
+    }
+
+    /// Whether events reach a file.
+    pub fn is_logging(&self) -> bool {
+        self.sink.is_some()
+    }
+
+    /// Writes `record` (made only when a file is set).
+    pub fn emit(&self, record: impl FnOnce() -> EventRecord) {
         if let Some(sink) = &self.sink {
             sink.write(&record());
+        }
+    }
+
+    fn op_record(
+        at: SystemTime,
+        kind: &'static str,
+        op: Op,
+        attempt: u32,
+        outcome: String,
+    ) -> EventRecord {
+        EventRecord {
+            timestamp: unix_seconds(at),
+            op: Some(op.as_str()),
+            attempt: Some(attempt),
+            ..EventRecord::new("op", kind, outcome)
         }
     }
 
@@ -102,14 +198,22 @@ impl Events {
             error = record.message.as_str(),
             "retrying device operation"
         );
-        self.record(|| EventRecord {
-            timestamp: unix_seconds(record.timestamp),
-            kind: "retry",
-            op: Some(op.as_str()),
-            attempt: Some(record.attempt),
+        self.emit(|| EventRecord {
+            code: record.code,
+            class: Some(record.recovery.as_str()),
             delay_ms: Some(delay_ms),
             error: Some(record.message.clone()),
-            result: "retrying".into(),
+            ..Self::op_record(
+                record.timestamp,
+                "retry",
+                op,
+                record.attempt,
+                if record.recovery == crate::error::Recovery::Reclaim {
+                    "reclaiming".into()
+                } else {
+                    "retrying".into()
+                },
+            )
         });
     }
 
@@ -130,14 +234,11 @@ impl Events {
             error = last.map(|r| r.message.as_str()),
             "giving up on device operation"
         );
-        self.record(|| EventRecord {
-            timestamp: unix_seconds(at),
-            kind: "gave_up",
-            op: Some(op.as_str()),
-            attempt: Some(attempt),
-            delay_ms: None,
+        self.emit(|| EventRecord {
+            code: last.and_then(|r| r.code),
+            class: last.map(|r| r.recovery.as_str()),
             error: last.map(|r| r.message.clone()),
-            result: reason.as_str().into(),
+            ..Self::op_record(at, "gave_up", op, attempt, reason.as_str().into())
         });
     }
 
@@ -147,15 +248,7 @@ impl Events {
             attempt,
             "device operation succeeded after retries"
         );
-        self.record(|| EventRecord {
-            timestamp: unix_seconds(at),
-            kind: "recovered",
-            op: Some(op.as_str()),
-            attempt: Some(attempt),
-            delay_ms: None,
-            error: None,
-            result: "succeeded".into(),
-        });
+        self.emit(|| Self::op_record(at, "recovered", op, attempt, "succeeded".into()));
     }
 
     pub(crate) fn breaker(
@@ -170,14 +263,10 @@ impl Events {
         } else {
             tracing::info!(device, from, to, "circuit breaker changed state");
         }
-        self.record(|| EventRecord {
+        self.emit(|| EventRecord {
             timestamp: unix_seconds(at),
-            kind: "breaker",
-            op: None,
-            attempt: None,
-            delay_ms: None,
             error: Some(format!("device {device}: {from} -> {to}")),
-            result: to.into(),
+            ..EventRecord::new("op", "breaker", to)
         });
     }
 }

@@ -28,7 +28,7 @@ pub use budget::{BudgetConfig, RetryBudget};
 pub use clock::{Clock, FakeClock, SystemClock};
 pub use config::{Backoff, Jitter, RetryConfig};
 pub use duration_text::{format_duration, parse_duration, serde_duration};
-pub use events::{EventRecord, Events, JsonlSink};
+pub use events::{current_requests, with_requests, EventRecord, Events, JsonlSink};
 pub use metrics::RetryMetrics;
 pub use operation::{retry_operation, retry_operation_async, ReclaimHook, RetryCall};
 pub use outcome::{AttemptRecord, GiveUpReason, Retried, RetryError, RetryHistory};

@@ -28,12 +28,21 @@ enum Step<E> {
 ///
 /// Kept small: what only failures need lives in a box made at the first failure, so the success
 /// path moves a few words and allocates nothing.
+///
+/// It holds the breaker's admission of the attempt in progress: when a half-open probe's
+/// attempt ends in neither a success nor a failure — its operation panicked, or its future was
+/// dropped — dropping the loop records the probe as failed, so the breaker never keeps a probe
+/// slot for a call that is gone.
 struct RetryLoop<'a, E> {
     op: Op,
     policy: &'a OpPolicy,
     state: &'a RetryState,
     attempt: u32,
     admission: Admission,
+    /// The admission's outcome is not recorded yet.
+    pending: bool,
+    /// Calls bypass the breaker (a device reset).
+    ungated: bool,
     /// Driver time at which the operation started, when a deadline needs it.
     started: Option<Duration>,
     failures: Option<Box<Failures<E>>>,
@@ -90,8 +99,19 @@ impl<'a, E: Classify + Display> RetryLoop<'a, E> {
             state,
             attempt: 1,
             admission,
+            pending: true,
+            ungated: admission == Admission::Bypass,
             started,
             failures: None,
+        }
+    }
+
+    /// Records the attempt's outcome with the breaker, once.
+    #[inline(always)]
+    fn record(&mut self, outcome: CallOutcome) {
+        self.pending = false;
+        if self.admission != Admission::Normal || outcome != CallOutcome::Neutral {
+            self.state.breaker.record(self.admission, outcome);
         }
     }
 
@@ -103,8 +123,12 @@ impl<'a, E: Classify + Display> RetryLoop<'a, E> {
         op: Op,
         policy: &'a OpPolicy,
         state: &'a RetryState,
+        ungated: bool,
     ) -> Result<Admission, RetryError<E>> {
         state.budget.deposit();
+        if ungated {
+            return Ok(Admission::Bypass);
+        }
         match state.breaker.admit() {
             Ok(admission) => Ok(admission),
             Err(rejected) => {
@@ -116,9 +140,14 @@ impl<'a, E: Classify + Display> RetryLoop<'a, E> {
 
     #[inline(always)]
     fn admit(&mut self) -> Result<u32, RetryError<E>> {
+        if self.ungated {
+            self.pending = true;
+            return Ok(self.attempt);
+        }
         match self.state.breaker.admit() {
             Ok(admission) => {
                 self.admission = admission;
+                self.pending = true;
                 Ok(self.attempt)
             }
             Err(rejected) => Err(self.rejected(rejected.retry_after)),
@@ -145,9 +174,7 @@ impl<'a, E: Classify + Display> RetryLoop<'a, E> {
 
     #[inline(always)]
     fn succeeded<T>(&mut self, value: T) -> Retried<T> {
-        self.state
-            .breaker
-            .record(self.admission, CallOutcome::Success);
+        self.record(CallOutcome::Success);
         if let Some(metrics) = &self.state.metrics {
             metrics
                 .op(self.op)
@@ -201,9 +228,10 @@ impl<'a, E: Classify + Display> RetryLoop<'a, E> {
         } else {
             CallOutcome::Neutral
         };
+        self.record(outcome);
+        let failures = self.failures.as_mut().expect("made above");
         let state = self.state;
         let policy = self.policy;
-        state.breaker.record(self.admission, outcome);
         let metrics = state.metrics.as_deref();
         if let Some(metrics) = metrics {
             metrics.count_error(self.op, error.code_label());
@@ -291,6 +319,18 @@ impl<'a, E: Classify + Display> RetryLoop<'a, E> {
     }
 }
 
+impl<E> Drop for RetryLoop<'_, E> {
+    /// An attempt that neither succeeded nor failed (a panic, a dropped future): a half-open
+    /// probe's slot is given back as a failure.
+    fn drop(&mut self) {
+        if self.pending && self.admission == Admission::Probe {
+            self.state
+                .breaker
+                .record(Admission::Probe, CallOutcome::Failure);
+        }
+    }
+}
+
 /// One retried call: the operation, its policy and state, and an optional reclaim hook.
 pub struct RetryCall<'a> {
     /// `Op::index()`, kept word-sized: an async driver copies this struct into its future, and a
@@ -299,6 +339,7 @@ pub struct RetryCall<'a> {
     policy: &'a RetryPolicy,
     state: &'a RetryState,
     reclaim: Option<ReclaimHook<'a>>,
+    ungated: bool,
 }
 
 impl std::fmt::Debug for RetryCall<'_> {
@@ -317,7 +358,15 @@ impl<'a> RetryCall<'a> {
             policy,
             state,
             reclaim: None,
+            ungated: false,
         }
+    }
+
+    /// The call is not gated by the circuit breaker and does not count against it: for a
+    /// device reset, which is how an open breaker's device is brought back.
+    pub fn ungated(mut self) -> Self {
+        self.ungated = true;
+        self
     }
 
     fn op(&self) -> Op {
@@ -340,7 +389,7 @@ impl<'a> RetryCall<'a> {
         let policy = self.policy.for_op(self.op());
         let clock = &*self.state.clock;
         let started = policy.deadline.map(|_| clock.now());
-        let admission = RetryLoop::<E>::begin(self.op(), policy, self.state)?;
+        let admission = RetryLoop::<E>::begin(self.op(), policy, self.state, self.ungated)?;
         let mut retry = RetryLoop::new(self.op(), policy, self.state, started, admission);
         loop {
             match operation(retry.attempt) {
@@ -373,10 +422,10 @@ impl<'a> RetryCall<'a> {
         // Read the clock only where needed: at the start with a deadline, else at the first failure.
         let origin = policy.deadline.map(|_| tokio::time::Instant::now());
         let started = origin.map(|_| Duration::ZERO);
-        // Only the admission byte lives across the first await: a small future is a fast one.
-        let admission = RetryLoop::<E>::begin(self.op(), policy, self.state)?;
-        let first = operation(1).await;
+        let admission = RetryLoop::<E>::begin(self.op(), policy, self.state, self.ungated)?;
+        // The loop lives across the first await, so that a dropped future gives back a probe.
         let mut retry = RetryLoop::new(self.op(), policy, self.state, started, admission);
+        let first = operation(1).await;
         match first {
             Ok(value) => Ok(retry.succeeded(value)),
             // The retry loop is a future of its own, boxed, so the success path's stays small.

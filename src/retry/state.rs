@@ -65,6 +65,22 @@ impl RetryState {
         }
     }
 
+    /// The same budget, metrics, events, clock and random source with a breaker of its own
+    /// that no gauge shows (the CPU fallback's, next to the device's).
+    pub fn with_private_breaker(&self) -> RetryState {
+        let breaker = CircuitBreaker::new(
+            self.breaker.config().clone(),
+            self.breaker.device(),
+            self.clock.clone(),
+            None,
+            self.events.clone(),
+        );
+        RetryState {
+            breaker: Arc::new(breaker),
+            ..self.clone()
+        }
+    }
+
     pub fn breaker(&self) -> &CircuitBreaker {
         &self.breaker
     }
@@ -80,6 +96,11 @@ impl RetryState {
     /// The registry holding the retry metrics (`None` when built without metrics).
     pub fn registry(&self) -> Option<&Registry> {
         self.metrics.as_ref().map(|m| m.registry())
+    }
+
+    /// Where recovery events go (the engine writes its own there too).
+    pub fn events(&self) -> &Events {
+        &self.events
     }
 
     pub fn clock(&self) -> &Arc<dyn Clock> {

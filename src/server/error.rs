@@ -14,7 +14,7 @@ use crate::engine::EngineError;
 pub struct ApiError {
     pub status: StatusCode,
     /// TEI's `error_type`: `empty`, `validation`, `payload_too_large`, `overloaded`, `backend`,
-    /// `unhealthy`, `unauthorized`, `not_found`.
+    /// `deadline`, `unhealthy`, `unauthorized`, `not_found`.
     pub kind: &'static str,
     pub message: String,
 }
@@ -60,8 +60,11 @@ impl From<EngineError> for ApiError {
             EngineError::Overloaded { .. } => {
                 Self::new(StatusCode::TOO_MANY_REQUESTS, "overloaded", message)
             }
-            EngineError::Failed { .. } | EngineError::DeadlineExceeded { .. } => {
+            EngineError::Failed { .. } => {
                 Self::new(StatusCode::FAILED_DEPENDENCY, "backend", message)
+            }
+            EngineError::DeadlineExceeded { .. } => {
+                Self::new(StatusCode::GATEWAY_TIMEOUT, "deadline", message)
             }
             // The reason (which may name programs, files or device errors) is for operators and
             // probes: /health and the log carry it; answers to API calls stay generic.

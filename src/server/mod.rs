@@ -8,7 +8,8 @@
 //! | POST `/v1/embeddings` | `{input: str\|[str], model?, encoding_format?: float\|base64}` | OpenAI's list |
 //! | POST `/tokenize` | `{inputs, add_special_tokens?}` | `[[{id, text, special, start, stop}]]` |
 //! | GET `/info` | | model, device, limits, version |
-//! | GET `/health` | | 200 ready, 503 not |
+//! | GET `/health`, `/readyz` | | 200 ready (or degraded), 503 not |
+//! | GET `/livez` | | 200 while the process and its step thread live |
 //! | GET `/metrics` | | Prometheus text |
 
 mod auth;
@@ -35,7 +36,8 @@ pub use routes::AppState;
 pub struct ServerConfig {
     pub host: String,
     pub port: u16,
-    /// When set, every route but `/health` and `/metrics` wants `Authorization: Bearer <key>`.
+    /// When set, every route but `/health`, `/readyz`, `/livez` and `/metrics` wants
+    /// `Authorization: Bearer <key>` (which also unlocks `/health`'s details).
     pub api_key: Option<String>,
     /// Request bodies larger than this are refused with 413 (2 MB).
     pub payload_limit: usize,
@@ -62,6 +64,7 @@ pub fn router(engine: InferenceEngine, config: &ServerConfig) -> Router {
         engine,
         payload_limit: config.payload_limit,
         auto_truncate: config.auto_truncate,
+        api_key: config.api_key.as_deref().map(Arc::from),
     };
     let mut api = Router::new()
         .route("/embed", post(routes::embed))
@@ -74,6 +77,8 @@ pub fn router(engine: InferenceEngine, config: &ServerConfig) -> Router {
     }
     Router::new()
         .route("/health", get(routes::health))
+        .route("/readyz", get(routes::health))
+        .route("/livez", get(routes::livez))
         .route("/metrics", get(routes::metrics))
         .merge(api)
         .fallback(routes::not_found)

@@ -24,6 +24,8 @@ pub struct AppState {
     pub payload_limit: usize,
     pub auto_truncate: bool,
     pub model_name: Arc<str>,
+    /// The API key, when one is required (it also unlocks the details of `/health`).
+    pub api_key: Option<Arc<str>>,
 }
 
 impl AppState {
@@ -248,12 +250,16 @@ pub async fn info(State(app): State<AppState>) -> Response {
     let engine = &app.engine;
     let config = engine.config();
     let device = engine.device();
+    let active = engine.active_backend();
     Json(json!({
         "model_id": &*app.model_name,
         "model_dtype": "float32",
         "model_type": {"embedding": {"pooling": "mean"}},
         "dimensions": engine.model().dimensions(),
-        "backend": device.backend,
+        "backend": active,
+        "degraded": active.contains("fallback"),
+        "isolation": engine.isolation().to_string(),
+        "fallback": config.fallback.to_string(),
         "device": {"name": device.name, "arch": device.arch, "index": device.device,
                    "compute_units": device.compute_units, "memory_bytes": device.total_memory},
         "max_concurrent_requests": config.batching.max_concurrent_requests,
@@ -268,15 +274,57 @@ pub async fn info(State(app): State<AppState>) -> Response {
     .into_response()
 }
 
-/// GET `/health`: 200 when a probe kernel runs right on the device, 503 otherwise.
-pub async fn health(State(app): State<AppState>) -> Response {
+/// GET `/health` (TEI's) and `/readyz`: 200 while requests are served — a kernel round trip
+/// on the device succeeded recently (a busy engine is ready), or the CPU fallback serves
+/// (`"status": "degraded"`) — and 503 when nothing serves. The body says the status and the
+/// class of the cause; the details (which may name files and device errors) only to a caller
+/// with the API key, and in the log.
+pub async fn health(State(app): State<AppState>, headers: axum::http::HeaderMap) -> Response {
     let health = app.engine.health_async().await;
-    if health.ready {
-        Json(json!({"status": "ok", "breaker": health.breaker})).into_response()
-    } else {
-        let reason = health.reason.unwrap_or_else(|| "not ready".into());
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unhealthy", reason).tei()
+    let details = app
+        .api_key
+        .as_deref()
+        .is_some_and(|key| super::auth::authorized(&headers, key));
+    let mut body = json!({
+        "status": health.status,
+        "ready": health.ready,
+        "degraded": health.degraded,
+        "cause": health.cause.map(|c| c.as_str()),
+        "breaker": health.breaker,
+        "backend": health.backend,
+    });
+    if details {
+        body["reason"] = json!(health.reason);
     }
+    let status = if health.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    if !health.ready {
+        tracing::debug!(cause = ?health.cause, reason = ?health.reason, "not ready");
+        // TEI's error schema, with the status fields beside it.
+        body["error"] = json!(format!(
+            "unhealthy: {}",
+            health.cause.map_or("not ready", |c| c.as_str())
+        ));
+        body["error_type"] = json!("unhealthy");
+    }
+    (status, Json(body)).into_response()
+}
+
+/// GET `/livez`: 200 while the process and its step thread are alive — answered at once, with
+/// no device work and never behind a step, so a busy server is never killed for being busy.
+pub async fn livez(State(app): State<AppState>) -> Response {
+    let liveness = app.engine.liveness();
+    let status = if liveness.alive {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(json!({"status": if liveness.alive { "alive" } else { "dead" },
+                          "step_thread": liveness.step_thread})))
+        .into_response()
 }
 
 /// GET `/metrics`: the Prometheus text format.

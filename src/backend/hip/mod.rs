@@ -62,6 +62,11 @@ fn arch_name(gcn_arch: i32) -> String {
     }
 }
 
+/// Whether HIP sees GPU `device` (no context is created on it).
+pub fn device_present(device: i32) -> bool {
+    result::init().is_ok() && result::device_count().is_ok_and(|count| device >= 0 && device < count)
+}
+
 impl HipBackend {
     /// Opens GPU `device`. Fails fast (Fatal, op init) when HIP finds no device.
     pub fn new(device: i32) -> Result<Self, HipError> {

@@ -4,8 +4,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use hipinfer::backend::BackendChoice;
-use hipinfer::engine::EngineConfig;
+use hipinfer::backend::{BackendChoice, StickyScope};
+use hipinfer::engine::{EngineConfig, Fallback};
 use hipinfer::isolation::Isolation;
 use hipinfer::retry::parse_duration;
 use hipinfer::ConfigError;
@@ -99,13 +99,25 @@ pub struct EngineArgs {
     /// A request not answered within this long fails (e.g. 30s).
     #[arg(long, env = "HIPINFER_REQUEST_DEADLINE", value_parser = duration)]
     pub request_deadline: Option<Duration>,
-    /// in_process, or subprocess: the backend runs in a supervised worker process that is
-    /// restarted (and its step replayed) when it dies or hangs.
+    /// auto (a worker process on a GPU, this process on the CPU), in_process, or subprocess:
+    /// the backend runs in a supervised worker process that is killed and replaced (its step
+    /// replayed) when it dies, hangs or loses its device context [default: auto].
     #[arg(long, env = "HIPINFER_ISOLATION")]
     pub isolation: Option<Isolation>,
-    /// With subprocess isolation: a step not answered within this long means a hung worker.
-    #[arg(long, env = "HIPINFER_WORKER_STEP_TIMEOUT", value_parser = duration)]
-    pub worker_step_timeout: Option<Duration>,
+    /// A step (or probe, or device reset) not finished within this long is hung: in this process
+    /// it is abandoned and replayed on a fresh backend; in a worker, the worker is replaced
+    /// [default: 30s].
+    #[arg(long, visible_alias = "worker-step-timeout", env = "HIPINFER_STEP_TIMEOUT", value_parser = duration)]
+    pub step_timeout: Option<Duration>,
+    /// What serves when the device is lost for good: none (the engine is unhealthy until it
+    /// heals) or cpu (degraded mode on a CPU backend until the device answers again)
+    /// [default: none].
+    #[arg(long, env = "HIPINFER_FALLBACK")]
+    pub fallback: Option<Fallback>,
+    /// Append every recovery event (op retries, step replays, resets, worker restarts,
+    /// fallbacks, recovery attempts) to this file as JSON lines.
+    #[arg(long, env = "HIPINFER_EVENTS")]
+    pub events: Option<PathBuf>,
 }
 
 fn duration(text: &str) -> Result<Duration, String> {
@@ -155,8 +167,14 @@ impl EngineArgs {
         if let Some(isolation) = self.isolation {
             config.isolation = isolation;
         }
-        if let Some(timeout) = self.worker_step_timeout {
-            config.worker.step_timeout = timeout;
+        if let Some(timeout) = self.step_timeout {
+            config.step_timeout = timeout;
+        }
+        if let Some(fallback) = self.fallback {
+            config.fallback = fallback;
+        }
+        if self.events.is_some() {
+            config.events = self.events.clone();
         }
         config.validate()?;
         Ok(config)
@@ -188,9 +206,14 @@ pub struct FaultArgs {
     #[arg(long, env = "HIPINFER_OOM_RATE", default_value_t = 0.0)]
     pub oom_rate: f64,
     /// A poisoned context (hipErrorIllegalAddress, 700, sticky): the step is replayed after a
-    /// reset.
+    /// reset (see --sticky-scope).
     #[arg(long, env = "HIPINFER_RESET_RATE", default_value_t = 0.0)]
     pub reset_rate: f64,
+    /// How far a sticky fault reaches: context (a device reset clears it — kinder than a real
+    /// memory fault) or process (every later call of the process returns it, reset included,
+    /// as ROCm >= 6 and CUDA do: only a new worker process, or the CPU fallback, serves again).
+    #[arg(long, env = "HIPINFER_STICKY_SCOPE", default_value = "context")]
+    pub sticky_scope: StickyScope,
 }
 
 impl FaultArgs {
@@ -271,8 +294,13 @@ pub struct ChaosArgs {
     /// Per kernel launch: the worker process aborts (needs --isolation subprocess).
     #[arg(long, env = "HIPINFER_ABORT_RATE", default_value_t = 0.0)]
     pub abort_rate: f64,
-    /// Per kernel launch: the worker process hangs until the step deadline kills it (needs
-    /// --isolation subprocess; see --worker-step-timeout).
+    /// Every reset-class fault aborts the process instead of returning its code, as ROCm <= 5
+    /// does on a GPU memory fault (needs --isolation subprocess).
+    #[arg(long, env = "HIPINFER_ABORT_ON_FAULT")]
+    pub abort_on_fault: bool,
+    /// Per kernel launch: a kernel that never finishes — its synchronize never returns (HIP has
+    /// no timeout), until the step deadline (--step-timeout) abandons the step (in-process) or
+    /// kills the worker (subprocess).
     #[arg(long, env = "HIPINFER_HANG_RATE", default_value_t = 0.0)]
     pub hang_rate: f64,
 }

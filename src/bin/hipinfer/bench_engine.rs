@@ -224,7 +224,8 @@ pub fn bench(args: BenchArgs) -> Result<ExitCode, Failure> {
                 args.faults.transient_rate,
                 args.faults.oom_rate,
                 args.faults.reset_rate,
-            );
+            )
+            .with_sticky_scope(args.faults.sticky_scope);
             let cpu = match config.threads {
                 Some(n) => CpuBackend::with_threads(n)?,
                 None => CpuBackend::new()?,

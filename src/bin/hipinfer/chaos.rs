@@ -22,6 +22,8 @@ pub fn chaos(args: ChaosArgs) -> Result<ExitCode, Failure> {
     config.transient_rate = args.faults.transient_rate;
     config.oom_rate = args.faults.oom_rate;
     config.reset_rate = args.faults.reset_rate;
+    config.sticky_scope = args.faults.sticky_scope;
+    config.abort_on_fault = args.abort_on_fault;
     config.abort_rate = args.abort_rate;
     config.hang_rate = args.hang_rate;
     let progress = Progress::new("chaos");
