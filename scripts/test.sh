@@ -6,6 +6,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo test --all-targets
+# A program embedding the engine (default-features = false) compiles neither the CLI's argument
+# parser nor the HTTP client nor the log formatter, and cannot inject aborts or hangs.
+cargo build --lib --no-default-features
+if cargo tree --no-default-features -e normal --prefix none | grep -E '^(clap|reqwest|tracing-subscriber) '; then
+    echo "error: the library without default features depends on the crates above" >&2
+    exit 1
+fi
 if command -v hipcc >/dev/null 2>&1 || [ -n "${HIPCC:-}" ]; then
     cargo test --all-targets --features hip
 else

@@ -307,3 +307,79 @@ fn invalid_breaker_config_names_the_field() {
         "{error}"
     );
 }
+
+#[test]
+fn a_half_open_probe_whose_call_panics_gives_its_slot_back() {
+    let clock = Arc::new(FakeClock::new());
+    let config = BreakerConfig {
+        failure_threshold: 1,
+        cooldown: Duration::from_secs(5),
+        half_open_probes: 1,
+        ..Default::default()
+    };
+    let (state, _) = state(&clock, config);
+    fail(&state, 700);
+    assert_eq!(state.breaker().state(), BreakerState::Open);
+    clock.advance(Duration::from_secs(5));
+    // The probe's operation panics: the breaker must not keep its slot forever.
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _ = retry_operation(
+            Op::Launch,
+            &no_retries(),
+            &state,
+            |_| -> Result<(), HipError> { panic!("a bug inside a probe call") },
+        );
+    }));
+    assert!(panicked.is_err());
+    // Recorded as a failed probe: open again, and after the cooldown a new probe is admitted.
+    assert_eq!(state.breaker().state(), BreakerState::Open);
+    clock.advance(Duration::from_secs(5));
+    assert_eq!(succeed(&state), Ok(()));
+    assert_eq!(state.breaker().state(), BreakerState::Closed);
+}
+
+#[tokio::test]
+async fn a_dropped_async_probe_gives_its_slot_back() {
+    let clock = Arc::new(FakeClock::new());
+    let config = BreakerConfig {
+        failure_threshold: 1,
+        cooldown: Duration::from_secs(5),
+        ..Default::default()
+    };
+    let (state, _) = state(&clock, config);
+    fail(&state, 700);
+    clock.advance(Duration::from_secs(5));
+    let policy = no_retries();
+    let probe = hipinfer::retry::retry_operation_async(Op::Launch, &policy, &state, |_| {
+        std::future::pending::<Result<(), HipError>>()
+    });
+    // Polled once (admitted as the probe), then dropped: a cancelled request.
+    let mut probe = Box::pin(probe);
+    assert!(futures::poll!(probe.as_mut()).is_pending());
+    drop(probe);
+    clock.advance(Duration::from_secs(5));
+    assert_eq!(succeed(&state), Ok(()));
+}
+
+#[test]
+fn a_device_reset_is_not_gated_by_an_open_breaker() {
+    use hipinfer::backend::{Backend, CpuBackend, FaultPlan, FaultyBackend, Resilient};
+    let clock = Arc::new(FakeClock::new());
+    let config = BreakerConfig {
+        failure_threshold: 1,
+        cooldown: Duration::from_secs(60),
+        ..Default::default()
+    };
+    let (state, _) = state(&clock, config);
+    let faulty = FaultyBackend::new(CpuBackend::with_threads(1).unwrap(), FaultPlan::new(1));
+    faulty.script(Op::Synchronize, 700, 1);
+    let backend = Resilient::new(faulty, Arc::new(no_retries()), state.clone());
+    assert!(backend.synchronize().is_err());
+    assert_eq!(state.breaker().state(), BreakerState::Open);
+    // Calls are refused while open — but the reset, the breaker's cure, goes through and
+    // closes it.
+    assert!(backend.allocate(1).is_err());
+    backend.reset().unwrap();
+    assert_eq!(state.breaker().state(), BreakerState::Closed);
+    assert!(backend.allocate(1).is_ok());
+}

@@ -414,3 +414,50 @@ fn chaos_with_a_worker_process_counts_its_aborts_hangs_and_restarts() {
     );
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// The socket folders of the workers of process `pid` (`hipinfer-<pid>-*`).
+fn socket_dirs_of(pid: u32) -> Vec<std::path::PathBuf> {
+    let base = std::env::var_os("XDG_RUNTIME_DIR")
+        .map(std::path::PathBuf::from)
+        .filter(|p| p.is_dir())
+        .unwrap_or_else(std::env::temp_dir);
+    let prefix = format!("hipinfer-{pid}-");
+    std::fs::read_dir(base)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .map(|e| e.path())
+        .collect()
+}
+
+#[test]
+fn a_supervisor_killed_without_warning_leaves_no_worker_and_no_socket_folder() {
+    let dir = tiny_model::write("cli-sigkill");
+    let (mut child, _) = start_serve(&dir, &["--isolation", "subprocess"]);
+    let workers = support::children_of(child.id());
+    assert_eq!(workers.len(), 1, "{workers:?}");
+    let folders = socket_dirs_of(child.id());
+    assert_eq!(folders.len(), 1, "{folders:?}");
+    // Only the worker could connect, once: the socket itself is gone already.
+    assert!(!folders[0].join("worker.sock").exists());
+    child.kill().unwrap(); // SIGKILL: the supervisor cleans nothing up itself
+    child.wait().unwrap();
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while folders[0].exists() && std::time::Instant::now() < until {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let state = std::fs::read_to_string(format!("/proc/{}/stat", workers[0])).unwrap_or_default();
+    assert!(
+        !folders[0].exists(),
+        "the worker removed its socket folder ({state})"
+    );
+    // Gone, or a zombie waiting for whoever adopted it to reap it: exited either way.
+    let state = state
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.trim().chars().next());
+    assert!(
+        matches!(state, None | Some(Some('Z'))),
+        "the worker exited: {state:?}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}

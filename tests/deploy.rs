@@ -99,10 +99,13 @@ fn every_metric_the_rules_and_dashboard_use_exists() {
     .unwrap();
     assert!(dashboard["panels"].as_array().unwrap().len() >= 12);
     let kubernetes = std::fs::read_to_string(root.join("kubernetes/hipinfer.yaml")).unwrap();
-    assert_eq!(
-        kubernetes.matches("path: /health").count(),
-        2,
-        "readiness and liveness use /health"
+    assert!(
+        kubernetes.contains("readinessProbe:\n            httpGet: {path: /readyz"),
+        "readiness is /readyz"
+    );
+    assert!(
+        kubernetes.contains("livenessProbe:\n            httpGet: {path: /livez"),
+        "liveness is /livez, never the device probe"
     );
     assert!(kubernetes.contains("{name: HIPINFER_ISOLATION, value: subprocess}"));
 }

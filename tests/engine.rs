@@ -277,7 +277,7 @@ fn out_of_memory_that_persists_splits_the_batch() {
         config,
         Gated {
             inner: backend.clone(),
-            gate: gate.clone(),
+            hooks: gate.clone(),
         },
     )
     .unwrap();

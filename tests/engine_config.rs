@@ -72,8 +72,8 @@ fn json_round_trips_and_every_field_is_optional() {
 
 #[test]
 fn a_configuration_file_cannot_turn_faults_on() {
-    let error = EngineConfig::from_json(r#"{"faults": {"seed": 1, "abort_on_fault": true}}"#)
-        .unwrap_err();
+    let error =
+        EngineConfig::from_json(r#"{"faults": {"seed": 1, "abort_on_fault": true}}"#).unwrap_err();
     assert!(error.message.contains("faults"), "{error}");
     // Set in code, they are kept in the configuration but never written to a file.
     let config = EngineConfig::builder()
@@ -134,7 +134,10 @@ fn the_environment_overrides_the_defaults_and_names_bad_variables() {
     assert_eq!(config.isolation, Isolation::Subprocess);
     assert_eq!(config.step_timeout, Duration::from_secs(5));
     assert_eq!(config.fallback, Fallback::Cpu);
-    assert_eq!(config.events.as_deref(), Some(std::path::Path::new("/tmp/e.jsonl")));
+    assert_eq!(
+        config.events.as_deref(),
+        Some(std::path::Path::new("/tmp/e.jsonl"))
+    );
     assert_eq!(config.recovery.initial_delay, Duration::from_millis(10));
     assert_eq!(config.retry.max_retries, 6);
     assert_eq!(config.step_replay.max_replays, 4);

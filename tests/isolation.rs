@@ -7,7 +7,7 @@ mod support;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use hipinfer::backend::{FaultAction, FaultPlan};
+use hipinfer::backend::{FaultAction, FaultPlan, StickyScope};
 use hipinfer::chaos::{run_campaign, ChaosConfig};
 use hipinfer::engine::{EngineConfig, EngineError, InferenceEngine};
 use hipinfer::isolation::{Isolation, WorkerConfig};
@@ -68,6 +68,60 @@ fn two_thousand_requests_with_aborting_workers_lose_nothing() {
         report.worker_restarts, report.injected.abort,
         "one restart per abort"
     );
+}
+
+#[test]
+fn a_worker_whose_context_is_lost_for_the_process_is_killed_and_replaced() {
+    let _serial = ONE_AT_A_TIME.lock();
+    let mut engine = config("iso-sticky-process");
+    engine.worker.max_restarts = u32::MAX;
+    let mut chaos = ChaosConfig::new(engine, 600, 16, 3);
+    chaos.reset_rate = 0.005;
+    chaos.sticky_scope = StickyScope::Process;
+    let report = run_campaign(&chaos, &|_, _| {}).unwrap();
+    assert!(report.passed(), "{report:?}");
+    assert_eq!((report.succeeded, report.failed), (600, 0), "{report:?}");
+    assert!(report.injected.reset > 0, "{report:?}");
+    // A reset in the worker cannot clear a process-wide fault: every one cost a worker.
+    assert!(
+        report.worker_restarts >= report.step_replays.min(1),
+        "{report:?}"
+    );
+    assert!(report.worker_restarts > 0, "{report:?}");
+    assert_eq!(
+        report.device_lost, 0,
+        "the engine itself never lost the device"
+    );
+    assert!(
+        children().len() <= 1,
+        "one live worker at most: {:?}",
+        children()
+    );
+}
+
+#[test]
+fn a_worker_that_aborts_on_every_memory_fault_loses_nothing() {
+    let _serial = ONE_AT_A_TIME.lock();
+    let mut engine = config("iso-abort-on-fault");
+    engine.worker.max_restarts = u32::MAX;
+    let mut chaos = ChaosConfig::new(engine, 400, 16, 5);
+    chaos.reset_rate = 0.003;
+    chaos.abort_on_fault = true;
+    let report = run_campaign(&chaos, &|_, _| {}).unwrap();
+    assert!(report.passed(), "{report:?}");
+    assert_eq!((report.succeeded, report.failed), (400, 0), "{report:?}");
+    assert!(report.injected.abort > 0, "{report:?}");
+    assert_eq!(report.worker_restarts, report.injected.abort, "{report:?}");
+}
+
+#[test]
+fn in_process_aborts_are_refused_with_a_clear_error() {
+    let mut engine = config("iso-abort-in-process");
+    engine.isolation = Isolation::InProcess;
+    let mut chaos = ChaosConfig::new(engine, 10, 1, 5);
+    chaos.abort_on_fault = true;
+    let error = run_campaign(&chaos, &|_, _| {}).unwrap_err();
+    assert!(error.to_string().contains("subprocess"), "{error}");
 }
 
 #[test]
@@ -329,4 +383,78 @@ fn a_worker_that_builds_its_own_engine_refuses_instead_of_spawning_more() {
         String::from_utf8_lossy(&output.stdout)
     );
     assert!(String::from_utf8_lossy(&output.stdout).contains("1 passed"));
+}
+
+#[test]
+fn a_stray_connection_to_the_worker_socket_is_refused_and_disturbs_nothing() {
+    let _serial = ONE_AT_A_TIME.lock();
+    // A worker program that takes a moment to start, so that a stray process connects first.
+    let scripts = std::env::temp_dir().join(format!("hipinfer-stray-{}", std::process::id()));
+    std::fs::create_dir_all(&scripts).unwrap();
+    let script = scripts.join("slow-worker.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nsleep 0.4\nexec {} \"$@\"\n",
+            env!("CARGO_BIN_EXE_hipinfer")
+        ),
+    )
+    .unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let mut config = config("iso-stray");
+    config.worker.program = Some(script);
+    let starting = std::thread::spawn(move || InferenceEngine::new(config));
+    // Find the socket and connect to it as any local process of the same user could.
+    let base = std::env::var_os("XDG_RUNTIME_DIR")
+        .map(PathBuf::from)
+        .filter(|p| p.is_dir())
+        .unwrap_or_else(std::env::temp_dir);
+    let prefix = format!("hipinfer-{}-", std::process::id());
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    let mut stray = None;
+    while stray.is_none() && std::time::Instant::now() < until {
+        for entry in std::fs::read_dir(&base).unwrap().filter_map(|e| e.ok()) {
+            if entry.file_name().to_string_lossy().starts_with(&prefix) {
+                let socket = entry.path().join("worker.sock");
+                if let Ok(stream) = std::os::unix::net::UnixStream::connect(&socket) {
+                    stray = Some(stream);
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let mut stray = stray.expect("the socket appeared while the worker was starting");
+    // The supervisor refuses it: it hears nothing (no Start frame, no configuration) and is
+    // closed.
+    stray
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut heard = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut stray, &mut heard);
+    assert!(heard.is_empty(), "the stray heard {} bytes", heard.len());
+    // The real worker started all the same: no restart, no breaker.
+    let engine = starting.join().unwrap().unwrap();
+    assert_eq!(engine.embed(&["hello world"]).unwrap().embeddings.len(), 1);
+    let text = scrape(engine.registry());
+    assert_eq!(
+        sample(&text, "hipinfer_worker_stray_connections_total"),
+        Some(1.0),
+        "{text}"
+    );
+    let restarts: f64 = hipinfer::isolation::RESTART_REASONS
+        .iter()
+        .map(|r| {
+            sample(
+                &text,
+                &format!("hipinfer_worker_restarts_total{{reason=\"{r}\"}}"),
+            )
+            .unwrap()
+        })
+        .sum();
+    assert_eq!(restarts, 0.0);
+    drop(engine);
+    std::fs::remove_dir_all(scripts).unwrap();
 }

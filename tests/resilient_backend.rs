@@ -240,3 +240,25 @@ fn scripted_faults_are_retried_in_order() {
     assert_eq!(backend.inner().reclaims(), 2);
     assert_eq!(backend.inner().returned(Op::Allocate, 2), 2);
 }
+
+#[test]
+fn benign_codes_are_success_as_every_backend_treats_them() {
+    use hipinfer::backend::{Backend, FaultPlan, FaultyBackend};
+    // Every call "returns" hipErrorContextAlreadyCurrent (202): the calls did their work.
+    let faulty = FaultyBackend::new(
+        hipinfer::backend::CpuBackend::with_threads(1).unwrap(),
+        FaultPlan::new(1).with_rate(None, 202, 1.0),
+    );
+    let mut buffer = faulty.allocate(2).unwrap();
+    faulty.copy_to_device(&[3.0f32, 4.0], &mut buffer).unwrap();
+    faulty.synchronize().unwrap();
+    let mut back = [0.0f32; 2];
+    faulty.copy_to_host(&buffer, &mut back).unwrap();
+    assert_eq!(back, [3.0, 4.0]);
+    assert!(faulty.injected(202) >= 4);
+    assert_eq!(
+        faulty.returned_total(),
+        0,
+        "nothing reached the caller as an error"
+    );
+}

@@ -13,10 +13,11 @@ use hipinfer::backend::{CpuBackend, FaultyBackend};
 use hipinfer::chaos::fault_plan;
 use hipinfer::engine::{EngineConfig, InferenceEngine};
 use hipinfer::retry::{BudgetConfig, Jitter, RetryConfig};
-use hipinfer::server::{serve_on, ServerConfig};
+use hipinfer::server::ServerConfig;
 use hipinfer::{Op, Recovery};
 use serde_json::{json, Value};
 use support::gate::gated_engine;
+use support::server::Server;
 use support::{sample, tiny_model};
 
 fn config(name: &str) -> EngineConfig {
@@ -36,72 +37,6 @@ fn config(name: &str) -> EngineConfig {
 
 fn cpu() -> CpuBackend {
     CpuBackend::with_threads(2).unwrap()
-}
-
-/// A server on a free local port; dropping it stops it.
-struct Server {
-    base: String,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
-    client: reqwest::Client,
-}
-
-impl Server {
-    async fn start(engine: InferenceEngine, config: ServerConfig) -> Server {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(serve_on(listener, engine, config, async {
-            let _ = stopped.await;
-        }));
-        Server {
-            base,
-            stop: Some(stop),
-            task: Some(task),
-            client: reqwest::Client::new(),
-        }
-    }
-
-    async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
-        let response = self
-            .client
-            .post(format!("{}{path}", self.base))
-            .json(body)
-            .send()
-            .await
-            .unwrap();
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn post_raw(&self, path: &str, body: Vec<u8>) -> (u16, Value) {
-        let response = self
-            .client
-            .post(format!("{}{path}", self.base))
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn get(&self, path: &str) -> (u16, String) {
-        let response = self
-            .client
-            .get(format!("{}{path}", self.base))
-            .send()
-            .await
-            .unwrap();
-        (response.status().as_u16(), response.text().await.unwrap())
-    }
-
-    /// Stops accepting, waits for what is in flight, stops the engine.
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        self.task.take().unwrap().await.unwrap().unwrap();
-    }
 }
 
 fn floats(value: &Value) -> Vec<f32> {

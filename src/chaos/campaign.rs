@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use serde::Serialize;
 
-use crate::backend::{FaultPlan, StickyScope};
+use crate::backend::{FaultDomain, FaultPlan, StickyScope};
 use crate::engine::{EmbedRequest, EngineConfig, EngineError, InferenceEngine};
 use crate::error::HipError;
 use crate::isolation::Isolation;
@@ -36,6 +36,9 @@ pub struct ChaosConfig {
     /// How far a sticky (reset-class) fault reaches: `context` (a reset clears it) or
     /// `process` (every later call of the process fails with it, as ROCm ≥ 6 and CUDA do).
     pub sticky_scope: StickyScope,
+    /// The process a process-scoped fault poisons: this one (the default), or a simulated one
+    /// (tests that run several campaigns in one process).
+    pub domain: FaultDomain,
     /// Every reset-class fault aborts the process instead (as ROCm ≤ 5 does); subprocess only.
     pub abort_on_fault: bool,
     /// Per kernel launch, the rate at which the process aborts (subprocess isolation only) or
@@ -58,6 +61,7 @@ impl ChaosConfig {
             oom_rate: 0.0,
             reset_rate: 0.0,
             sticky_scope: StickyScope::Context,
+            domain: FaultDomain::process(),
             abort_on_fault: false,
             abort_rate: 0.0,
             hang_rate: 0.0,
@@ -109,7 +113,8 @@ impl ChaosConfig {
             self.oom_rate,
             self.reset_rate,
         )
-        .with_sticky_scope(self.sticky_scope);
+        .with_sticky_scope(self.sticky_scope)
+        .with_domain(self.domain.clone());
         #[cfg(feature = "fault-injection")]
         let plan = {
             use crate::error::Op;

@@ -58,6 +58,29 @@ impl std::fmt::Display for Fallback {
     }
 }
 
+/// Readiness: how long a success vouches for the device, and how long a health check waits for
+/// its probe kernel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HealthConfig {
+    /// A step or probe that succeeded within this long — or within twice the longest recent
+    /// step, when that is longer — vouches for the device without a probe (1 s).
+    #[serde(with = "serde_duration")]
+    pub fresh_for: Duration,
+    /// How long a health check waits for its probe (5 s).
+    #[serde(with = "serde_duration")]
+    pub probe_timeout: Duration,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            fresh_for: Duration::from_secs(1),
+            probe_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
 /// Self-healing: while the device is lost (the engine unhealthy or degraded), the step thread
 /// tries to bring it back on a timer, the wait doubling from `initial_delay` to `max_delay`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -197,6 +220,8 @@ pub struct EngineConfig {
     pub fallback: Fallback,
     /// Self-healing while the device is lost.
     pub recovery: RecoveryConfig,
+    /// Readiness checks.
+    pub health: HealthConfig,
     /// Appends every recovery event (op retries, replays, resets, restarts, fallbacks, recovery
     /// attempts) as a JSON line to this file (`None`: only the log).
     pub events: Option<PathBuf>,
@@ -229,6 +254,7 @@ impl Default for EngineConfig {
             worker: WorkerConfig::default(),
             fallback: Fallback::None,
             recovery: RecoveryConfig::default(),
+            health: HealthConfig::default(),
             events: None,
             faults: None,
             registry: None,
@@ -256,6 +282,7 @@ impl PartialEq for EngineConfig {
             && a.worker == b.worker
             && a.fallback == b.fallback
             && a.recovery == b.recovery
+            && a.health == b.health
             && a.events == b.events
             && a.faults == b.faults
     }
@@ -367,7 +394,17 @@ impl EngineConfig {
                 ),
             ));
         }
-        if self.events.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+        if self.health.fresh_for.is_zero() || self.health.probe_timeout.is_zero() {
+            return Err(ConfigError::new(
+                "health",
+                "fresh_for and probe_timeout must be more than zero",
+            ));
+        }
+        if self
+            .events
+            .as_ref()
+            .is_some_and(|p| p.as_os_str().is_empty())
+        {
             return Err(ConfigError::new("events", "an empty path"));
         }
         self.retry.validate()?;
@@ -667,6 +704,11 @@ impl EngineConfigBuilder {
 
     pub fn recovery(mut self, recovery: RecoveryConfig) -> Self {
         self.config.recovery = recovery;
+        self
+    }
+
+    pub fn health(mut self, health: HealthConfig) -> Self {
+        self.config.health = health;
         self
     }
 

@@ -52,6 +52,9 @@ pub enum EngineError {
     /// The engine is shutting down and takes no new requests.
     #[error("shutting down: no new requests are taken")]
     ShuttingDown,
+    /// The caller went away (a client that disconnected) before the request ran.
+    #[error("cancelled: the caller went away before the answer")]
+    Cancelled,
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(transparent)]
@@ -72,6 +75,7 @@ impl EngineError {
             EngineError::Failed { .. } => "backend",
             EngineError::Unhealthy { .. } => "unhealthy",
             EngineError::ShuttingDown => "shutdown",
+            EngineError::Cancelled => "dropped",
             EngineError::Config(_) => "config",
             EngineError::Model(_) => "model",
             EngineError::Backend(_) => "backend",

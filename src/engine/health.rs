@@ -20,8 +20,6 @@ use serde::Serialize;
 
 use crate::retry::BreakerState;
 
-/// The shortest time a success vouches for the device.
-pub(crate) const MIN_FRESH: Duration = Duration::from_secs(1);
 /// Steps remembered for the freshness window.
 const RECENT_STEPS: usize = 32;
 
@@ -114,6 +112,8 @@ struct State {
     backend: String,
     breaker: BreakerState,
     degraded_for: Duration,
+    /// The shortest time a success vouches for the device.
+    fresh_for: Duration,
 }
 
 /// The health state the step thread writes and health checks read.
@@ -132,7 +132,7 @@ pub(crate) enum Verdict {
 }
 
 impl EngineHealth {
-    pub fn new(backend: String) -> Self {
+    pub fn new(backend: String, fresh_for: Duration) -> Self {
         EngineHealth {
             state: Mutex::new(State {
                 mode: Mode::Serving,
@@ -142,6 +142,7 @@ impl EngineHealth {
                 backend,
                 breaker: BreakerState::Closed,
                 degraded_for: Duration::ZERO,
+                fresh_for,
             }),
             probe_done: Condvar::new(),
             probe_notify: tokio::sync::Notify::new(),
@@ -219,14 +220,19 @@ impl EngineHealth {
         self.state.lock().backend.clone()
     }
 
-    /// How long a success vouches for the device: at least [`MIN_FRESH`], and twice the longest
+    /// How long a success vouches for the device: at least `fresh_for`, and twice the longest
     /// recent step.
     fn fresh_window(state: &State) -> Duration {
         let longest = state.recent_steps.iter().max().copied().unwrap_or_default();
-        MIN_FRESH.max(longest.saturating_mul(2))
+        state.fresh_for.max(longest.saturating_mul(2))
     }
 
-    fn answer(state: &State, ready: bool, cause: Option<HealthCause>, reason: Option<String>) -> Health {
+    fn answer(
+        state: &State,
+        ready: bool,
+        cause: Option<HealthCause>,
+        reason: Option<String>,
+    ) -> Health {
         let degraded = matches!(state.mode, Mode::Degraded { .. });
         Health {
             status: match (ready, degraded) {
@@ -244,8 +250,13 @@ impl EngineHealth {
     }
 
     /// The verdict without a probe: `busy_since` is when the step thread's current device call
-    /// began, if one runs.
-    pub fn verdict(&self, closed: bool, busy_since: Option<Instant>) -> Verdict {
+    /// began, if one runs; `step_timeout` bounds the first step, whose length nothing tells.
+    pub fn verdict(
+        &self,
+        closed: bool,
+        busy_since: Option<Instant>,
+        step_timeout: Duration,
+    ) -> Verdict {
         let state = self.state.lock();
         if closed {
             return Verdict::Answer(Self::answer(
@@ -257,10 +268,20 @@ impl EngineHealth {
         }
         match &state.mode {
             Mode::Unhealthy { cause, reason } => {
-                return Verdict::Answer(Self::answer(&state, false, Some(*cause), Some(reason.clone())))
+                return Verdict::Answer(Self::answer(
+                    &state,
+                    false,
+                    Some(*cause),
+                    Some(reason.clone()),
+                ))
             }
             Mode::Degraded { cause, reason, .. } => {
-                return Verdict::Answer(Self::answer(&state, true, Some(*cause), Some(reason.clone())))
+                return Verdict::Answer(Self::answer(
+                    &state,
+                    true,
+                    Some(*cause),
+                    Some(reason.clone()),
+                ))
             }
             Mode::Serving => {}
         }
@@ -273,8 +294,17 @@ impl EngineHealth {
             ));
         }
         let window = Self::fresh_window(&state);
-        let recent = |at: Option<Instant>| at.is_some_and(|at| at.elapsed() < window);
-        if recent(state.last_success) || recent(busy_since) {
+        let recent =
+            |at: Option<Instant>, within: Duration| at.is_some_and(|at| at.elapsed() < within);
+        // A step in flight is proof of work, not of a dead device: within the window — or, for
+        // the very first step (no length known yet), within the step deadline, which the
+        // watchdog holds — a busy engine is ready.
+        let busy_within = if state.recent_steps.is_empty() {
+            step_timeout
+        } else {
+            window
+        };
+        if recent(state.last_success, window) || recent(busy_since, busy_within) {
             return Verdict::Answer(Self::answer(&state, true, None, None));
         }
         Verdict::NeedsProbe
@@ -322,7 +352,12 @@ impl EngineHealth {
         }
         Some(match result {
             Ok(()) => Self::answer(&state, true, None, None),
-            Err(failure) => Self::answer(&state, false, Some(failure.cause), Some(failure.reason.clone())),
+            Err(failure) => Self::answer(
+                &state,
+                false,
+                Some(failure.cause),
+                Some(failure.reason.clone()),
+            ),
         })
     }
 
@@ -341,13 +376,22 @@ impl EngineHealth {
         let deadline = Instant::now() + timeout;
         let mut state = self.state.lock();
         loop {
-            if state.probes.last.as_ref().is_some_and(|(n, _)| *n >= number) {
+            if state
+                .probes
+                .last
+                .as_ref()
+                .is_some_and(|(n, _)| *n >= number)
+            {
                 drop(state);
-                return self.probe_result(number).unwrap_or_else(|| self.timed_out(timeout));
+                return self
+                    .probe_result(number)
+                    .unwrap_or_else(|| self.timed_out(timeout));
             }
             if self.probe_done.wait_until(&mut state, deadline).timed_out() {
                 drop(state);
-                return self.probe_result(number).unwrap_or_else(|| self.timed_out(timeout));
+                return self
+                    .probe_result(number)
+                    .unwrap_or_else(|| self.timed_out(timeout));
             }
         }
     }

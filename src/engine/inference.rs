@@ -18,7 +18,7 @@ use prometheus::Registry;
 use crate::backend::{self, Backend, DeviceInfo};
 use crate::error::{ConfigError, HipError};
 use crate::isolation::{Isolation, SupervisorFactory, WorkerStatus};
-use crate::model::{Encoding, Model};
+use crate::model::{Encoding, LongInput, Model, Token, Truncation};
 use crate::retry::{Events, RetryPolicy, RetryState};
 use crate::step::{
     self, FaultCounter, FaultTotals, LocalRunners, RunnerFactory, StepFailure, StepRunner,
@@ -33,8 +33,6 @@ use super::request::{EmbedRequest, EmbedResponse, Permit, Reply, RequestState, S
 use super::runners::{cpu_fallback, BackendFactory, GivenBackend};
 use super::shared::{Shared, SharedParts};
 
-/// How long a health check waits for its probe (a step may be in flight before it).
-const HEALTH_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// With subprocess isolation the supervisor enforces the step deadline itself; the engine's
 /// watchdog only catches a supervisor stuck longer than a step and a worker start together.
 const SUPERVISOR_SLACK: Duration = Duration::from_secs(5);
@@ -124,8 +122,7 @@ impl InferenceEngine {
         if gpu && isolation == Isolation::InProcess {
             warn_in_process_gpu();
         }
-        if isolation == Isolation::InProcess && config.faults.as_ref().is_some_and(|p| p.aborts())
-        {
+        if isolation == Isolation::InProcess && config.faults.as_ref().is_some_and(|p| p.aborts()) {
             return Err(ConfigError::new(
                 "isolation",
                 "injected aborts take the process down: they need subprocess isolation",
@@ -145,9 +142,8 @@ impl InferenceEngine {
                     .without_metrics()
                     .build()
                     .map_err(|e| EngineError::Backend(e.to_string()))?;
-                let events = Events::open(config.events.as_deref()).map_err(|e| {
-                    events_error(config.events.as_deref(), &e)
-                })?;
+                let events = Events::open(config.events.as_deref())
+                    .map_err(|e| events_error(config.events.as_deref(), &e))?;
                 let supervisors = SupervisorFactory::new(
                     &spec,
                     config.faults.as_ref(),
@@ -273,7 +269,8 @@ impl InferenceEngine {
             Arc<RetryPolicy>,
             RetryState,
             u32,
-        ) -> Result<(Arc<dyn RunnerFactory>, Box<dyn StepRunner>), StepFailure>,
+        )
+            -> Result<(Arc<dyn RunnerFactory>, Box<dyn StepRunner>), StepFailure>,
     ) -> Result<InferenceEngine, EngineError> {
         config.validate()?;
         if config.isolation == Isolation::Subprocess {
@@ -368,7 +365,10 @@ impl InferenceEngine {
         };
         let shared = Shared::new(SharedParts {
             queue: Arc::new(Queue::default()),
-            health: Arc::new(EngineHealth::new(device.backend.to_string())),
+            health: Arc::new(EngineHealth::new(
+                device.backend.to_string(),
+                config.health.fresh_for,
+            )),
             metrics: metrics.clone(),
             events,
             limits: Limits {
@@ -503,7 +503,7 @@ impl InferenceEngine {
         rx.await.unwrap_or_else(|_| Err(step_thread_gone()))
     }
 
-    /// Tokenizes `texts` as the engine would, without embedding (for `/tokenize`).
+    /// Tokenizes `texts` as the engine would, without embedding.
     pub fn tokenize<S: AsRef<str>>(
         &self,
         texts: &[S],
@@ -512,8 +512,75 @@ impl InferenceEngine {
         texts
             .iter()
             .enumerate()
-            .map(|(i, t)| self.encode(i, t.as_ref(), truncate))
+            .map(|(i, t)| self.encode(i, t.as_ref(), truncate, Truncation::Right))
             .collect()
+    }
+
+    /// The tokens of each text as `/tokenize` shows them (ids, texts, offsets), held to
+    /// `max_input_length` like an embedding request: the same input checks, a slot of
+    /// `max_concurrent_requests`, and the work on tokio's blocking pool, never on a runtime
+    /// thread.
+    pub async fn tokens_async(
+        &self,
+        texts: Vec<String>,
+        add_special_tokens: bool,
+    ) -> Result<Vec<Vec<Token>>, EngineError> {
+        let inner = &*self.inner;
+        let metrics = &inner.shared.metrics;
+        metrics.tokenize_requests.inc();
+        let refuse = |error: EngineError| {
+            metrics.failed(error.kind());
+            Err(error)
+        };
+        if texts.is_empty() || texts.iter().any(|t| is_blank(t)) {
+            return refuse(EngineError::EmptyInput);
+        }
+        let limit = inner.config.batching.max_client_batch_size;
+        if texts.len() > limit {
+            return refuse(EngineError::Validation {
+                index: None,
+                message: format!(
+                    "{} inputs is more than max_client_batch_size {limit}",
+                    texts.len()
+                ),
+            });
+        }
+        let max = inner.config.batching.max_concurrent_requests;
+        let Some(permit) = Permit::try_acquire(&inner.in_flight, max, &metrics.in_flight) else {
+            return refuse(EngineError::Overloaded { limit: max });
+        };
+        let engine = self.clone();
+        let started = Instant::now();
+        let result = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let tokenizer = engine.inner.model.tokenizer()?;
+            texts
+                .iter()
+                .enumerate()
+                .map(|(index, text)| {
+                    tokenizer
+                        .tokens(index, text)
+                        .map(|tokens| {
+                            tokens
+                                .into_iter()
+                                .filter(|t| add_special_tokens || !t.special)
+                                .collect()
+                        })
+                        .map_err(|e| EngineError::Validation {
+                            index: Some(index),
+                            message: e.to_string(),
+                        })
+                })
+                .collect::<Result<Vec<Vec<Token>>, EngineError>>()
+        })
+        .await
+        .map_err(|e| EngineError::Unhealthy {
+            reason: format!("the tokenization task failed: {e}"),
+        })?;
+        metrics
+            .tokenization_duration
+            .observe(started.elapsed().as_secs_f64());
+        result.or_else(refuse)
     }
 
     /// Checks, tokenizes and queues a request; its answer arrives through `reply`.
@@ -527,7 +594,7 @@ impl InferenceEngine {
             metrics.failed(error.kind());
             Err(error)
         };
-        if request.inputs.is_empty() {
+        if request.inputs.is_empty() || request.inputs.iter().any(|t| is_blank(t)) {
             return refuse(EngineError::EmptyInput);
         }
         let limit = inner.config.batching.max_client_batch_size;
@@ -554,7 +621,7 @@ impl InferenceEngine {
             .inputs
             .iter()
             .enumerate()
-            .map(|(i, text)| self.encode(i, text, request.truncate))
+            .map(|(i, text)| self.encode(i, text, request.truncate, request.truncation_direction))
             .collect::<Result<Vec<_>, _>>()
         {
             Ok(encodings) => encodings,
@@ -596,36 +663,36 @@ impl InferenceEngine {
         Ok(())
     }
 
-    /// One input, tokenized and held to `max_input_length`.
-    fn encode(&self, index: usize, text: &str, truncate: bool) -> Result<Encoding, EngineError> {
+    /// One input, tokenized and held to `max_input_length` (the tokenizer never sees more of
+    /// it than the tokens kept need: see `model::tokenizer`).
+    fn encode(
+        &self,
+        index: usize,
+        text: &str,
+        truncate: bool,
+        direction: Truncation,
+    ) -> Result<Encoding, EngineError> {
         let max = self.inner.max_input_length;
-        let (mut encoding, truncated) = self
+        let long = if truncate {
+            LongInput::Truncate(direction)
+        } else {
+            LongInput::Refuse
+        };
+        let (encoding, _) = self
             .inner
             .model
             .tokenizer()?
-            .encode_noting_truncation(index, text)
+            .encode_within(index, text, max, long)
             .map_err(|e| EngineError::Validation {
                 index: Some(index),
-                message: e.to_string(),
+                message: match e {
+                    crate::model::ModelError::Input { message, .. } if !truncate => format!(
+                        "{message}: input {index} is longer than max_input_length {max} tokens \
+                         and truncate is false"
+                    ),
+                    other => other.to_string(),
+                },
             })?;
-        let too_long = truncated || encoding.ids.len() > max;
-        if too_long && !truncate {
-            return Err(EngineError::Validation {
-                index: Some(index),
-                message: format!(
-                    "input {index} is longer than max_input_length {max} tokens and truncate is false"
-                ),
-            });
-        }
-        if encoding.ids.len() > max {
-            // Keep [CLS], the first tokens and the closing [SEP], as the tokenizer truncates.
-            let keep = max - 1;
-            let last = encoding.ids.len() - 1;
-            encoding.ids.swap(keep, last);
-            encoding.ids.truncate(max);
-            encoding.type_ids.swap(keep, last);
-            encoding.type_ids.truncate(max);
-        }
         Ok(encoding)
     }
 
@@ -640,37 +707,59 @@ impl InferenceEngine {
     }
 
     /// Whether the engine can serve (readiness): a step or probe succeeded within the
-    /// freshness window (at least 1 s, and twice the longest recent step), or a step is in
+    /// freshness window (`health.fresh_for`, and twice the longest recent step), or a step is in
     /// flight since less than that; otherwise a probe kernel on the device decides — one probe
     /// for any number of concurrent callers. Blocks up to a few seconds.
     pub fn health(&self) -> Health {
         let shared = &self.inner.shared;
-        match shared
-            .health
-            .verdict(shared.queue.is_closed(), shared.busy_since())
-        {
+        shared.metrics.health_checks.inc();
+        match shared.health.verdict(
+            shared.queue.is_closed(),
+            shared.busy_since(),
+            shared.step_timeout,
+        ) {
             Verdict::Answer(health) => health,
             Verdict::NeedsProbe => {
                 let number = self.ask_probe();
-                shared.health.wait_probe(number, HEALTH_PROBE_TIMEOUT)
+                let timeout = self.inner.config.health.probe_timeout;
+                let health = shared.health.wait_probe(number, timeout);
+                self.after_probe_wait(health)
             }
+        }
+    }
+
+    /// A probe that timed out waited behind a step that began meanwhile: the verdict again,
+    /// which that step may settle.
+    fn after_probe_wait(&self, health: Health) -> Health {
+        if health.cause != Some(super::health::HealthCause::ProbeTimeout) {
+            return health;
+        }
+        let shared = &self.inner.shared;
+        match shared.health.verdict(
+            shared.queue.is_closed(),
+            shared.busy_since(),
+            shared.step_timeout,
+        ) {
+            Verdict::Answer(answer) => answer,
+            Verdict::NeedsProbe => health,
         }
     }
 
     /// [`InferenceEngine::health`] for async callers: waits without holding any thread.
     pub async fn health_async(&self) -> Health {
         let shared = &self.inner.shared;
-        match shared
-            .health
-            .verdict(shared.queue.is_closed(), shared.busy_since())
-        {
+        shared.metrics.health_checks.inc();
+        match shared.health.verdict(
+            shared.queue.is_closed(),
+            shared.busy_since(),
+            shared.step_timeout,
+        ) {
             Verdict::Answer(health) => health,
             Verdict::NeedsProbe => {
                 let number = self.ask_probe();
-                shared
-                    .health
-                    .wait_probe_async(number, HEALTH_PROBE_TIMEOUT)
-                    .await
+                let timeout = self.inner.config.health.probe_timeout;
+                let health = shared.health.wait_probe_async(number, timeout).await;
+                self.after_probe_wait(health)
             }
         }
     }
@@ -719,6 +808,17 @@ impl InferenceEngine {
             .await
             .unwrap_or(false)
     }
+}
+
+/// Whether `text` holds nothing to embed: empty, whitespace, or zero-width characters only.
+fn is_blank(text: &str) -> bool {
+    text.chars().all(|c| {
+        c.is_whitespace()
+            || matches!(
+                c,
+                '\u{200B}' | '\u{200C}' | '\u{200D}' | '\u{2060}' | '\u{FEFF}'
+            )
+    })
 }
 
 fn step_thread_gone() -> EngineError {

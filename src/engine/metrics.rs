@@ -53,6 +53,8 @@ pub struct EngineMetrics {
     pub abandoned_steps: IntCounter,
     pub device_lost: IntCounter,
     pub health_probes: IntCounter,
+    pub health_checks: IntCounter,
+    pub tokenize_requests: IntCounter,
 }
 
 impl std::fmt::Debug for EngineMetrics {
@@ -207,6 +209,14 @@ impl EngineMetrics {
             health_probes: counter(
                 "hipinfer_health_probes_total",
                 "Probe kernels run for health checks",
+            )?,
+            tokenize_requests: counter(
+                "hipinfer_tokenize_requests_total",
+                "Tokenize requests received (their failures count in hipinfer_request_failure_total)",
+            )?,
+            health_checks: counter(
+                "hipinfer_health_checks_total",
+                "Readiness checks answered (most without a probe; concurrent ones share one)",
             )?,
         })
     }

@@ -22,12 +22,13 @@ mod runners;
 mod shared;
 mod step_loop;
 
+pub use crate::step::{FaultCounter, FaultTotals, RetryRecord, RetryReport, RetryScope};
 pub use config::{
-    BatchingConfig, EngineConfig, EngineConfigBuilder, Fallback, RecoveryConfig, StepReplayConfig,
+    BatchingConfig, EngineConfig, EngineConfigBuilder, Fallback, HealthConfig, RecoveryConfig,
+    StepReplayConfig,
 };
 pub use error::EngineError;
 pub use health::{Health, HealthCause};
 pub use inference::{InferenceEngine, Liveness};
 pub use metrics::{EngineMetrics, FAILURE_REASONS, RECOVERY_OUTCOMES};
 pub use request::{EmbedRequest, EmbedResponse, Timings};
-pub use crate::step::{FaultCounter, FaultTotals, RetryRecord, RetryReport, RetryScope};

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use serde::Serialize;
 
+use crate::model::Truncation;
 use crate::step::RetryReport;
 
 use super::error::EngineError;
@@ -21,6 +22,8 @@ pub struct EmbedRequest {
     pub normalize: bool,
     /// Cut inputs longer than the limit instead of refusing them (default true, as TEI).
     pub truncate: bool,
+    /// Which end of a long input is kept (default the start, as TEI).
+    pub truncation_direction: Truncation,
 }
 
 impl EmbedRequest {
@@ -29,7 +32,13 @@ impl EmbedRequest {
             inputs: inputs.into_iter().map(Into::into).collect(),
             normalize: true,
             truncate: true,
+            truncation_direction: Truncation::Right,
         }
+    }
+
+    pub fn truncation_direction(mut self, direction: Truncation) -> Self {
+        self.truncation_direction = direction;
+        self
     }
 
     pub fn normalize(mut self, normalize: bool) -> Self {
@@ -81,6 +90,14 @@ pub(crate) enum Reply {
 }
 
 impl Reply {
+    /// Whether the caller stopped waiting (dropped its future: a client that went away).
+    fn is_abandoned(&self) -> bool {
+        match self {
+            Reply::Blocking(_) => false,
+            Reply::Async(tx) => tx.is_closed(),
+        }
+    }
+
     fn send(self, result: Result<EmbedResponse, EngineError>) {
         // A caller that stopped waiting (dropped its future) needs no answer.
         let _ = match self {
@@ -215,6 +232,21 @@ impl RequestState {
         self.progress.lock().reply.is_none()
     }
 
+    /// Fails the request as cancelled if its caller went away; says whether it did. Its
+    /// inputs then never reach a step.
+    pub fn drop_if_abandoned(&self) -> bool {
+        let abandoned = self
+            .progress
+            .lock()
+            .reply
+            .as_ref()
+            .is_some_and(Reply::is_abandoned);
+        if abandoned {
+            self.fail(|_| EngineError::Cancelled);
+        }
+        abandoned
+    }
+
     /// Whether its deadline has passed at `now`.
     pub fn expired(&self, now: Instant) -> bool {
         self.deadline.is_some_and(|(_, at)| now >= at)
@@ -301,6 +333,11 @@ impl RequestState {
         p._permit.take();
         drop(p);
         let m = &self.metrics;
+        if reply.as_ref().is_some_and(Reply::is_abandoned) {
+            // Its step was already running when the caller left: the answer is discarded.
+            m.failed(EngineError::Cancelled.kind());
+            return Completion::Stored;
+        }
         m.successes.inc();
         m.request_duration
             .observe(response.timings.total.as_secs_f64());
@@ -332,5 +369,69 @@ impl RequestState {
             .request_duration
             .observe(self.submitted.elapsed().as_secs_f64());
         reply.send(Err(error));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(
+        inputs: usize,
+    ) -> (
+        RequestState,
+        std::sync::mpsc::Receiver<Result<EmbedResponse, EngineError>>,
+        EngineMetrics,
+    ) {
+        let metrics = EngineMetrics::register(&prometheus::Registry::new()).unwrap();
+        let (tx, rx) = std::sync::mpsc::sync_channel(4);
+        let permit =
+            Permit::try_acquire(&Arc::new(AtomicUsize::new(0)), 1, &metrics.in_flight).unwrap();
+        let state = RequestState::new(Submission {
+            id: 7,
+            inputs,
+            normalize: false,
+            submitted: Instant::now(),
+            deadline: None,
+            tokenization: Duration::ZERO,
+            input_tokens: vec![3; inputs],
+            reply: Reply::Blocking(tx),
+            permit,
+            metrics: metrics.clone(),
+        });
+        (state, rx, metrics)
+    }
+
+    #[test]
+    fn a_second_completion_of_an_input_is_counted_and_never_answered() {
+        let (state, rx, metrics) = request(2);
+        assert_eq!(state.complete(0, vec![1.0], false), Completion::Stored);
+        // A bug that runs input 0 twice: caught, counted, not stored.
+        assert_eq!(state.complete(0, vec![9.0], false), Completion::Duplicate);
+        assert_eq!(state.complete(1, vec![2.0], true), Completion::Stored);
+        let answer = rx.try_recv().unwrap().unwrap();
+        assert_eq!(answer.embeddings, vec![vec![1.0], vec![2.0]]);
+        assert!(answer.degraded);
+        assert_eq!(answer.request_id, 7);
+        // After the answer, a result for any input is a duplicate; nothing more is sent.
+        assert_eq!(state.complete(1, vec![3.0], false), Completion::Duplicate);
+        assert!(rx.try_recv().is_err());
+        assert_eq!(metrics.duplicate_completions.get(), 2);
+        assert_eq!(metrics.discarded_results.get(), 0);
+    }
+
+    #[test]
+    fn a_result_for_a_failed_request_is_discarded_not_duplicated() {
+        let (state, rx, metrics) = request(2);
+        state.fail(|_| EngineError::ShuttingDown);
+        assert!(matches!(
+            rx.try_recv().unwrap(),
+            Err(EngineError::ShuttingDown)
+        ));
+        assert_eq!(state.complete(0, vec![1.0], false), Completion::Discarded);
+        assert_eq!(state.complete(0, vec![1.0], false), Completion::Duplicate);
+        assert!(rx.try_recv().is_err());
+        assert_eq!(metrics.discarded_results.get(), 1);
+        assert_eq!(metrics.duplicate_completions.get(), 1);
     }
 }

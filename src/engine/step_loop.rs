@@ -205,8 +205,9 @@ impl StepLoop {
         let started = Instant::now();
         let mut live = Vec::with_capacity(batch.len());
         for entry in batch {
-            if entry.request.is_answered() {
-                continue; // another input of its request failed, or its deadline passed
+            if entry.request.is_answered() || entry.request.drop_if_abandoned() {
+                // Another input of its request failed, its deadline passed, or its caller left.
+                continue;
             }
             if entry.request.expired(started) {
                 entry.request.fail_deadline();
@@ -334,7 +335,11 @@ impl StepLoop {
                 ..EventRecord::new(
                     "engine",
                     "context_reset",
-                    if result.is_ok() { "succeeded" } else { "failed" },
+                    if result.is_ok() {
+                        "succeeded"
+                    } else {
+                        "failed"
+                    },
                 )
             });
             match result {
@@ -410,7 +415,10 @@ impl StepLoop {
                 }
             }
         }
-        tracing::error!(cause = cause.as_str(), "{reason}; the engine is unhealthy until it heals");
+        tracing::error!(
+            cause = cause.as_str(),
+            "{reason}; the engine is unhealthy until it heals"
+        );
         self.serving = Serving::Nothing;
         shared.metrics.degraded.set(0);
         shared.health.unhealthy(cause, reason);
@@ -484,7 +492,9 @@ impl StepLoop {
                 let backend = runner.device().backend.to_string();
                 self.primary = Some(runner);
                 if self.serving == Serving::Fallback {
-                    shared.events.emit(|| EventRecord::new("engine", "fallback", "left"));
+                    shared
+                        .events
+                        .emit(|| EventRecord::new("engine", "fallback", "left"));
                 }
                 if let Some(fallback) = self.fallback.take() {
                     bury(fallback);
@@ -508,7 +518,8 @@ impl StepLoop {
 /// Whether no further reset in place can help (the worker crash-loops, or there is no way to
 /// make a backend at all).
 fn ends_recovery(failure: &StepFailure) -> bool {
-    failure.reason == "crash_loop" || (failure.class == Recovery::Fatal && failure.what == "backend")
+    failure.reason == "crash_loop"
+        || (failure.class == Recovery::Fatal && failure.what == "backend")
 }
 
 /// Drops a runner on a thread of its own: a poisoned device's teardown can hang.

@@ -43,6 +43,25 @@ impl HipError {
     /// `hipErrorLaunchFailure`.
     pub const LAUNCH_FAILURE: i32 = LAUNCH_FAILURE;
 
+    /// What a device call's status means: `Ok` for success and for the Benign codes (profiler
+    /// state, a context already current, peer access or host memory already set up — the call
+    /// did what was asked), the error otherwise. Every backend's FFI layer checks with this.
+    pub fn check(code: i32, op: Op) -> Result<(), HipError> {
+        if code == 0 {
+            return Ok(());
+        }
+        let error = HipError::new(code, op);
+        if error.recovery() == Recovery::Benign {
+            tracing::debug!(
+                code,
+                op = op.as_str(),
+                "a benign status, treated as success"
+            );
+            return Ok(());
+        }
+        Err(error)
+    }
+
     /// An error with `code` from `op`, without further context.
     pub fn new(code: i32, op: Op) -> Self {
         HipError {

@@ -109,6 +109,9 @@ pub struct StartFailure {
     /// configuration): the supervisor stops trying.
     #[serde(default)]
     pub permanent: bool,
+    /// Faults injected while starting (an injected fault can be why): HIP code → count.
+    #[serde(default)]
+    pub injected: Vec<(i32, u64)>,
 }
 
 /// A worker's answer to `Start` (JSON).
@@ -587,6 +590,7 @@ mod tests {
         round_trip_from(FromWorker::StartFailed(StartFailure {
             message: "no model".into(),
             permanent: false,
+            injected: vec![(700, 1)],
         }));
     }
 

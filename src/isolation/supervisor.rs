@@ -462,9 +462,7 @@ impl Supervisor {
         let status = loop {
             match live.child.try_wait() {
                 Ok(Some(status)) => break Some(status),
-                Ok(None) if Instant::now() < grace => {
-                    std::thread::sleep(Duration::from_millis(1))
-                }
+                Ok(None) if Instant::now() < grace => std::thread::sleep(Duration::from_millis(1)),
                 _ => {
                     let _ = live.child.kill();
                     break live.child.wait().ok();
@@ -602,12 +600,7 @@ impl Supervisor {
                     }
                     std::thread::sleep(Duration::from_millis(2));
                 }
-                Err(e) => {
-                    return Err(io_failure(
-                        "could not accept the worker's connection",
-                        &e,
-                    ))
-                }
+                Err(e) => return Err(io_failure("could not accept the worker's connection", &e)),
             }
         }
     }
@@ -620,7 +613,10 @@ impl Supervisor {
                 .map_err(|e| start_failure(io_failure("could not find this program", &e)))?,
         };
         let dir = PrivateDir::create().map_err(|e| {
-            start_failure(io_failure("could not create the worker's socket folder", &e))
+            start_failure(io_failure(
+                "could not create the worker's socket folder",
+                &e,
+            ))
         })?;
         let socket: PathBuf = dir.path().join("worker.sock");
         let listener = UnixListener::bind(&socket)
@@ -732,10 +728,17 @@ impl Supervisor {
                     });
                 }
                 Ok(FromWorker::StartFailed(failure)) => {
+                    let injected = FaultTotals {
+                        injected: failure.injected.clone(),
+                        ..FaultTotals::default()
+                    };
+                    let mut stats = stats.lock();
+                    stats.retired = stats.retired.plus(&injected);
+                    drop(stats);
                     return Err((
                         format!("the worker could not start: {}", failure.message),
                         failure.permanent,
-                    ))
+                    ));
                 }
                 Ok(FromWorker::Injected { kind }) => Self::count_injected(&stats, &kind),
                 Ok(other) => {

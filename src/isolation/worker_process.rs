@@ -37,13 +37,19 @@ pub fn run_worker_if_requested() {
     let Some(socket) = std::env::var_os(SOCKET_ENV) else {
         return;
     };
-    let code = match serve(Path::new(&socket)) {
+    let socket = Path::new(&socket);
+    let code = match serve(socket) {
         Ok(()) => 0,
         Err(message) => {
             eprintln!("hipinfer worker {}: {message}", std::process::id());
             1
         }
     };
+    // The conversation is over (the supervisor closed it, replaced this worker, or died): the
+    // socket folder is this worker's alone, and a supervisor killed by SIGKILL cannot remove it.
+    if let Some(dir) = socket.parent() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
     std::process::exit(code);
 }
 
@@ -198,6 +204,7 @@ fn start_serving(start: &WorkerStart, writer: &Writer) -> Result<Serving, StartF
     let permanent = |message: String| StartFailure {
         message,
         permanent: true,
+        injected: Vec::new(),
     };
     if start.protocol != PROTOCOL_VERSION {
         return Err(permanent(format!(
@@ -215,12 +222,9 @@ fn start_serving(start: &WorkerStart, writer: &Writer) -> Result<Serving, StartF
         ),
         None => None,
     };
-    let transient = |message: String| StartFailure {
-        message,
-        permanent: false,
-    };
     // The supervisor tokenizes; the worker only runs token ids through the model.
-    let model = Arc::new(Model::load_for_inference(&spec.model).map_err(|e| permanent(e.to_string()))?);
+    let model =
+        Arc::new(Model::load_for_inference(&spec.model).map_err(|e| permanent(e.to_string()))?);
     let registry = Registry::new();
     let state = retry_state(&spec, &registry).map_err(permanent)?;
     let notify_writer = writer.clone();
@@ -230,7 +234,15 @@ fn start_serving(start: &WorkerStart, writer: &Writer) -> Result<Serving, StartF
     let runners = LocalRunners::new(spec, faults, model, state.clone())
         .seed_offset(start.incarnation)
         .notifier(notifier);
-    let runner = runners.make().map_err(|f| transient(f.message))?;
+    let runner = runners.make().map_err(|f| StartFailure {
+        message: f.message,
+        permanent: false,
+        // The faults that stopped this start are counted by the supervisor all the same.
+        injected: runners
+            .fault_counter()
+            .map(|read| read().injected)
+            .unwrap_or_default(),
+    })?;
     Ok(Serving {
         runner,
         registry,

@@ -24,7 +24,9 @@ pub use error::ModelError;
 /// L2-normalises an embedding on the host with the CPU kernel's arithmetic (the engine runs
 /// steps unnormalised and normalises the inputs that asked for it).
 pub use crate::backend::cpu::math::l2_normalize as normalize;
-pub use tokenizer::{Encoding, TextTokenizer, Token};
+pub use tokenizer::{
+    Encoding, LongInput, TextTokenizer, Token, Truncation, WINDOW_BYTES_PER_TOKEN,
+};
 pub use weights::WeightFile;
 
 /// The folder `hipinfer` uses when none is given: `$HIPINFER_MODEL`, else this.

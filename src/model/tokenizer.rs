@@ -1,11 +1,27 @@
 //! The Hugging Face tokenizer of the model folder (`tokenizer.json`), with the file's fixed
-//! padding turned off and truncation at the model's `max_seq_length`.
+//! padding turned off, and bounded: an input longer than what truncation keeps is never handed
+//! to the tokenizer whole.
+//!
+//! Tokenizing costs about 90 bytes of memory per input byte (normalized text, offsets,
+//! alignments), so a 1.9 MB input would cost 165 MB to keep 256 tokens of it. Instead, a window
+//! of the text — from its start, or its end when truncating on the left — is tokenized, growing
+//! fourfold until the pre-tokenized words that lie wholly inside it give the tokens that are
+//! kept: the word cut by the window's edge is dropped, so each kept token is exactly the token
+//! a whole-text tokenization gives there (pre-tokenization splits text into words that are
+//! tokenized on their own). The window stops growing at [`WINDOW_BYTES_PER_TOKEN`] bytes per
+//! kept token (128 KiB for 256 tokens); only a text whose kept tokens lie further in — words of
+//! thousands of characters, which WordPiece turns into `[UNK]` — is cut there.
 
 use std::path::{Path, PathBuf};
 
-use tokenizers::{Tokenizer, TruncationParams};
+use tokenizers::{PostProcessor, Tokenizer, TruncationDirection};
 
 use super::error::ModelError;
+
+/// The first window, in bytes per kept token (most texts fit in it).
+const FIRST_WINDOW_BYTES_PER_TOKEN: usize = 16;
+/// The largest window, in bytes per kept token.
+pub const WINDOW_BYTES_PER_TOKEN: usize = 512;
 
 /// One tokenized input.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,12 +43,44 @@ pub struct Token {
     pub stop: usize,
 }
 
-/// A tokenizer that never pads and truncates at `max_length` tokens (special tokens included).
+/// Which end of a long input is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Truncation {
+    /// The first tokens (TEI's default, `truncation_direction: "right"`).
+    #[default]
+    Right,
+    /// The last tokens.
+    Left,
+}
+
+/// What to do with an input longer than the limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LongInput {
+    /// Keep the tokens at this end.
+    Truncate(Truncation),
+    /// Refuse it (an error saying so).
+    Refuse,
+}
+
+/// A tokenizer that never pads, tokenizes at most a bounded window of each input and keeps
+/// `max_length` tokens (special tokens included).
 #[derive(Debug)]
 pub struct TextTokenizer {
+    /// Without truncation or padding: windows are cut and truncated here.
     inner: Tokenizer,
     path: PathBuf,
     max_length: usize,
+    /// Special tokens the post-processor adds (`[CLS]`, `[SEP]`: 2).
+    added: usize,
+}
+
+/// A tokenized input and whether it was cut.
+struct Bounded {
+    encoding: tokenizers::Encoding,
+    truncated: bool,
+    /// Where the window began in the input (offsets of the encoding are relative to it).
+    window_start: usize,
 }
 
 impl TextTokenizer {
@@ -50,15 +98,21 @@ impl TextTokenizer {
         let mut inner = Tokenizer::from_file(path).map_err(|e| invalid(e.to_string()))?;
         inner.with_padding(None);
         inner
-            .with_truncation(Some(TruncationParams {
-                max_length,
-                ..TruncationParams::default()
-            }))
+            .with_truncation(None)
             .map_err(|e| invalid(e.to_string()))?;
+        let added = inner
+            .get_post_processor()
+            .map_or(0, |p| p.added_tokens(false));
+        if max_length <= added {
+            return Err(invalid(format!(
+                "max_length {max_length} leaves no room beside the {added} special tokens"
+            )));
+        }
         Ok(TextTokenizer {
             inner,
             path: path.to_path_buf(),
             max_length,
+            added,
         })
     }
 
@@ -66,7 +120,7 @@ impl TextTokenizer {
         self.max_length
     }
 
-    /// Tokenizes `text` with the special tokens (`[CLS] … [SEP]`), truncated to `max_length`.
+    /// Tokenizes `text` with the special tokens (`[CLS] … [SEP]`), its first tokens kept.
     pub fn encode(&self, index: usize, text: &str) -> Result<Encoding, ModelError> {
         self.encode_noting_truncation(index, text).map(|(e, _)| e)
     }
@@ -77,20 +131,45 @@ impl TextTokenizer {
         index: usize,
         text: &str,
     ) -> Result<(Encoding, bool), ModelError> {
-        let encoding = self.hf_encode(index, text)?;
-        let truncated = !encoding.get_overflowing().is_empty();
+        self.encode_within(
+            index,
+            text,
+            self.max_length,
+            LongInput::Truncate(Truncation::Right),
+        )
+    }
+
+    /// Tokenizes `text` into at most `max_tokens` tokens (special tokens included, at most
+    /// `max_length`): a longer text is cut at the end `long` says, or refused. Also says whether
+    /// it was cut.
+    pub fn encode_within(
+        &self,
+        index: usize,
+        text: &str,
+        max_tokens: usize,
+        long: LongInput,
+    ) -> Result<(Encoding, bool), ModelError> {
+        let bounded = self.bounded(index, text, max_tokens, long)?;
+        let encoding = &bounded.encoding;
         Ok((
             Encoding {
                 ids: encoding.get_ids().to_vec(),
                 type_ids: encoding.get_type_ids().to_vec(),
             },
-            truncated,
+            bounded.truncated,
         ))
     }
 
-    /// The tokens of `text` with their texts and offsets, truncated to `max_length`.
+    /// The tokens of `text` with their texts and offsets, its first `max_length` kept.
     pub fn tokens(&self, index: usize, text: &str) -> Result<Vec<Token>, ModelError> {
-        let encoding = self.hf_encode(index, text)?;
+        let bounded = self.bounded(
+            index,
+            text,
+            self.max_length,
+            LongInput::Truncate(Truncation::Right),
+        )?;
+        let encoding = &bounded.encoding;
+        let shift = bounded.window_start;
         Ok(encoding
             .get_ids()
             .iter()
@@ -101,16 +180,79 @@ impl TextTokenizer {
                 id,
                 text: token.clone(),
                 special: special != 0,
-                start,
-                stop,
+                start: if special != 0 { start } else { start + shift },
+                stop: if special != 0 { stop } else { stop + shift },
             })
             .collect())
     }
 
-    /// Input `index` through the Hugging Face tokenizer, special tokens added.
-    fn hf_encode(&self, index: usize, text: &str) -> Result<tokenizers::Encoding, ModelError> {
+    /// Tokenizes a growing window of `text` until the tokens kept are known (module docs).
+    fn bounded(
+        &self,
+        index: usize,
+        text: &str,
+        max_tokens: usize,
+        long: LongInput,
+    ) -> Result<Bounded, ModelError> {
+        let keep = max_tokens.clamp(self.added + 1, self.max_length) - self.added;
+        let direction = match long {
+            LongInput::Truncate(Truncation::Left) => Truncation::Left,
+            _ => Truncation::Right,
+        };
+        let largest = keep.saturating_mul(WINDOW_BYTES_PER_TOKEN).max(1);
+        let mut window = keep.saturating_mul(FIRST_WINDOW_BYTES_PER_TOKEN).max(1);
+        loop {
+            let whole = text.len() <= window;
+            let (start, part) = if whole {
+                (0, text)
+            } else {
+                cut(text, window, direction)
+            };
+            let mut encoding = self.raw_encode(index, part)?;
+            if !whole && window < largest {
+                drop_cut_word(&mut encoding, direction);
+            }
+            // Enough whole-word tokens (one more than kept tells a refusal it is too long), or
+            // the whole text, or the largest window: the tokens kept are known.
+            let known = encoding.len() > keep;
+            if whole || known || window >= largest {
+                let truncated = encoding.len() > keep || !whole;
+                if truncated && long == LongInput::Refuse {
+                    return Err(ModelError::Input {
+                        index,
+                        message: format!(
+                            "input {index} is longer than {max_tokens} tokens and truncation is off"
+                        ),
+                    });
+                }
+                encoding.truncate(
+                    keep,
+                    0,
+                    match direction {
+                        Truncation::Right => TruncationDirection::Right,
+                        Truncation::Left => TruncationDirection::Left,
+                    },
+                );
+                let encoding = self.inner.post_process(encoding, None, true).map_err(|e| {
+                    ModelError::Input {
+                        index,
+                        message: format!("could not tokenize: {e}"),
+                    }
+                })?;
+                return Ok(Bounded {
+                    encoding,
+                    truncated,
+                    window_start: start,
+                });
+            }
+            window = window.saturating_mul(4).min(largest);
+        }
+    }
+
+    /// `text` through the tokenizer, without special tokens or truncation.
+    fn raw_encode(&self, index: usize, text: &str) -> Result<tokenizers::Encoding, ModelError> {
         self.inner
-            .encode(text, true)
+            .encode(text, false)
             .map_err(|e| ModelError::Input {
                 index,
                 message: format!("could not tokenize: {e}"),
@@ -119,5 +261,51 @@ impl TextTokenizer {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+}
+
+/// The first (right) or last (left) `bytes` of `text`, cut at a character boundary, with where
+/// the part starts.
+fn cut(text: &str, bytes: usize, direction: Truncation) -> (usize, &str) {
+    match direction {
+        Truncation::Right => {
+            let mut end = bytes.min(text.len());
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            (0, &text[..end])
+        }
+        Truncation::Left => {
+            let mut start = text.len().saturating_sub(bytes);
+            while !text.is_char_boundary(start) {
+                start += 1;
+            }
+            (start, &text[start..])
+        }
+    }
+}
+
+/// Drops the tokens of the word the window's edge may have cut: the last word of a prefix, the
+/// first of a suffix.
+fn drop_cut_word(encoding: &mut tokenizers::Encoding, direction: Truncation) {
+    let words = encoding.get_word_ids();
+    let n = words.len();
+    let cut = match direction {
+        Truncation::Right => {
+            let last = words.last().copied().flatten();
+            let keep = words.iter().rposition(|w| *w != last).map_or(0, |i| i + 1);
+            n - keep
+        }
+        Truncation::Left => {
+            let first = words.first().copied().flatten();
+            words.iter().position(|w| *w != first).unwrap_or(n)
+        }
+    };
+    if cut == 0 {
+        return;
+    }
+    match direction {
+        Truncation::Right => encoding.truncate(n - cut, 0, TruncationDirection::Right),
+        Truncation::Left => encoding.truncate(n - cut, 0, TruncationDirection::Left),
     }
 }

@@ -14,9 +14,7 @@ use super::error::ApiError;
 fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
     let (scheme, key) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then_some(key.trim())
+    scheme.eq_ignore_ascii_case("bearer").then_some(key.trim())
 }
 
 /// Whether `headers` carry `key`.

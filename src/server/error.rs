@@ -73,6 +73,12 @@ impl From<EngineError> for ApiError {
                 "unhealthy",
                 "the engine is unhealthy and refuses requests until it recovers",
             ),
+            // Nobody is left to read it; 499 as nginx logs a client that closed first.
+            EngineError::Cancelled => Self::new(
+                StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
+                "dropped",
+                message,
+            ),
             EngineError::ShuttingDown => {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, "unhealthy", message)
             }

@@ -14,6 +14,7 @@
 
 mod auth;
 mod body;
+mod connections;
 mod error;
 mod routes;
 mod schema;
@@ -21,6 +22,7 @@ mod schema;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::routing::{get, post};
 use axum::Router;
@@ -28,6 +30,9 @@ use tokio::net::TcpListener;
 
 use crate::engine::InferenceEngine;
 
+pub use connections::{
+    default_max_connections, ConnectionLimits, ConnectionMetrics, TIMEOUT_PHASES,
+};
 pub use error::ApiError;
 pub use routes::AppState;
 
@@ -43,6 +48,11 @@ pub struct ServerConfig {
     pub payload_limit: usize,
     /// Whether inputs past `max_input_length` are cut when a request does not say (true).
     pub auto_truncate: bool,
+    /// Connection timeouts and the connection cap.
+    pub connections: ConnectionLimits,
+    /// On SIGTERM: how long what is queued is still answered; then the rest is answered 503
+    /// and the process exits (30 s, under Kubernetes' default grace period).
+    pub shutdown_grace: Duration,
 }
 
 impl Default for ServerConfig {
@@ -53,18 +63,34 @@ impl Default for ServerConfig {
             api_key: None,
             payload_limit: 2 * 1024 * 1024,
             auto_truncate: true,
+            connections: ConnectionLimits::default(),
+            shutdown_grace: Duration::from_secs(30),
         }
     }
 }
 
+/// After the engine answered everything, how long connections get to write their last answers.
+const LINGER: Duration = Duration::from_secs(5);
+
 /// The routes over `engine`.
 pub fn router(engine: InferenceEngine, config: &ServerConfig) -> Router {
+    let connections = ConnectionMetrics::register(engine.registry());
+    router_with(engine, config, connections)
+}
+
+fn router_with(
+    engine: InferenceEngine,
+    config: &ServerConfig,
+    connections: ConnectionMetrics,
+) -> Router {
     let state = AppState {
         model_name: engine.model().name().into(),
         engine,
         payload_limit: config.payload_limit,
         auto_truncate: config.auto_truncate,
         api_key: config.api_key.as_deref().map(Arc::from),
+        body_timeout: config.connections.body_timeout,
+        connections,
     };
     let mut api = Router::new()
         .route("/embed", post(routes::embed))
@@ -82,6 +108,7 @@ pub fn router(engine: InferenceEngine, config: &ServerConfig) -> Router {
         .route("/metrics", get(routes::metrics))
         .merge(api)
         .fallback(routes::not_found)
+        .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             |_: Box<dyn std::any::Any + Send>| {
                 tracing::error!("a request handler panicked");
@@ -113,8 +140,9 @@ pub async fn serve(
     serve_on(listener, engine, config, shutdown).await
 }
 
-/// Serves on `listener` until `shutdown` completes: then stops accepting connections, lets the
-/// requests in flight finish, and shuts the engine down (answering whatever is queued).
+/// Serves on `listener` until `shutdown` completes; then stops accepting connections, answers
+/// what is queued for up to `shutdown_grace` (the rest 503 `shutting down`), lets the
+/// connections write their last answers, and returns: nothing is left unanswered.
 pub async fn serve_on(
     listener: TcpListener,
     engine: InferenceEngine,
@@ -123,11 +151,26 @@ pub async fn serve_on(
 ) -> std::io::Result<()> {
     let address: SocketAddr = listener.local_addr()?;
     tracing::info!(%address, "serving");
-    let app = router(engine.clone(), &config);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await?;
-    engine.shutdown_async().await;
+    let metrics = ConnectionMetrics::register(engine.registry());
+    let app = router_with(engine.clone(), &config, metrics.clone());
+    let draining = connections::serve_connections(
+        listener,
+        app,
+        config.connections.clone(),
+        metrics,
+        shutdown,
+    )
+    .await;
+    let drained = engine
+        .shutdown_within_async(Some(config.shutdown_grace))
+        .await;
+    if !drained {
+        tracing::warn!(
+            grace = ?config.shutdown_grace,
+            "the queue did not drain within the grace period: the rest was answered 503"
+        );
+    }
+    draining.wait(LINGER).await;
     tracing::info!("stopped");
     Ok(())
 }

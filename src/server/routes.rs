@@ -12,8 +12,10 @@ use base64::Engine as _;
 use serde_json::json;
 
 use crate::engine::{EmbedRequest, EmbedResponse, InferenceEngine};
+use crate::model::Truncation;
 
 use super::body::read_json;
+use super::connections::ConnectionMetrics;
 use super::error::ApiError;
 use super::schema::{EmbedBody, OpenAiBody, TokenizeBody};
 
@@ -26,6 +28,9 @@ pub struct AppState {
     pub model_name: Arc<str>,
     /// The API key, when one is required (it also unlocks the details of `/health`).
     pub api_key: Option<Arc<str>>,
+    /// A body not received within this long is answered 408.
+    pub body_timeout: std::time::Duration,
+    pub connections: ConnectionMetrics,
 }
 
 impl AppState {
@@ -40,23 +45,35 @@ impl AppState {
         });
         error
     }
+
+    /// The body as JSON, parsed into the route's type by `parse`; refusals are counted.
+    async fn body<T>(
+        &self,
+        request: Request<Body>,
+        parse: impl FnOnce(serde_json::Value) -> Result<T, ApiError>,
+    ) -> Result<T, ApiError> {
+        let value = read_json(
+            request,
+            self.payload_limit,
+            self.body_timeout,
+            &self.connections,
+        )
+        .await
+        .map_err(|e| self.rejected(e))?;
+        parse(value).map_err(|e| self.rejected(e))
+    }
 }
 
-/// Checks the inputs a route got and runs them through the engine.
+/// Checks the inputs a route got and runs them through the engine (which refuses empty and
+/// blank inputs itself).
 async fn run(
     app: &AppState,
     inputs: Vec<String>,
     truncate: bool,
+    direction: Truncation,
     normalize: bool,
     dimensions: Option<usize>,
 ) -> Result<EmbedResponse, ApiError> {
-    if inputs.is_empty() || inputs.iter().any(|t| t.is_empty()) {
-        return Err(app.rejected(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "empty",
-            "empty input: every input must be a non-empty text",
-        )));
-    }
     let size = app.engine.model().dimensions();
     if let Some(d) = dimensions.filter(|&d| d != size) {
         return Err(app.rejected(ApiError::validation(format!(
@@ -65,6 +82,7 @@ async fn run(
     }
     let request = EmbedRequest::new(inputs)
         .truncate(truncate)
+        .truncation_direction(direction)
         .normalize(normalize);
     Ok(app.engine.embed_async(request).await?)
 }
@@ -92,16 +110,35 @@ fn with_headers(mut response: Response, answer: &EmbedResponse) -> Response {
     response
 }
 
+/// One history record as an API client sees it: codes, classes and counts — never the free
+/// text of an error, which may name files, programs or a worker's output.
+fn public_record(record: &crate::engine::RetryRecord) -> serde_json::Value {
+    json!({
+        "scope": record.scope,
+        "attempt": record.attempt,
+        "timestamp": record
+            .timestamp
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64()),
+        "op": record.op,
+        "class": record.class,
+        "reason": record.reason,
+        "code": record.code,
+        "error": record.error,
+    })
+}
+
 /// The retry report as header text: the counts and the newest history records that fit in
 /// [`REPORT_HEADER_BYTES`] (proxies refuse large headers: nginx buffers 4 KB by default).
 fn retry_report_header(retry: &crate::engine::RetryReport) -> String {
+    let records: Vec<serde_json::Value> = retry.history.iter().map(public_record).collect();
     let report = |kept: usize| {
         json!({
             "retries": retry.retries,
             "failed_steps": retry.failed_steps,
             "worker_restarts": retry.worker_restarts,
-            "history": &retry.history[retry.history.len() - kept..],
-            "history_omitted": retry.history.len() - kept,
+            "history": &records[records.len() - kept..],
+            "history_omitted": records.len() - kept,
         })
         .to_string()
     };
@@ -109,12 +146,11 @@ fn retry_report_header(retry: &crate::engine::RetryReport) -> String {
     // case the counts' own digits tip it over).
     let room = REPORT_HEADER_BYTES.saturating_sub(report(0).len());
     let mut used = 0usize;
-    let mut kept = retry
-        .history
+    let mut kept = records
         .iter()
         .rev()
         .take_while(|record| {
-            let size = serde_json::to_string(record).map_or(usize::MAX, |t| t.len() + 1);
+            let size = record.to_string().len() + 1;
             used = used.saturating_add(size);
             used <= room
         })
@@ -130,27 +166,19 @@ fn retry_report_header(retry: &crate::engine::RetryReport) -> String {
 /// The most bytes of the `x-hipinfer-retry-report` header.
 const REPORT_HEADER_BYTES: usize = 2048;
 
-/// POST `/embed`: `{inputs, truncate?, normalize?}` → `[[f32]]`.
+/// POST `/embed`: `{inputs, truncate?, truncation_direction?, normalize?}` → `[[f32]]`.
 pub async fn embed(State(app): State<AppState>, request: Request<Body>) -> Response {
-    let body: EmbedBody = match read_json(request, app.payload_limit).await {
+    let body = match app.body(request, EmbedBody::parse).await {
         Ok(body) => body,
-        Err(e) => return app.rejected(e).tei(),
+        Err(e) => return e.tei(),
     };
-    if let Some(direction) = body.truncation_direction.as_deref() {
-        if !direction.eq_ignore_ascii_case("right") {
-            return app
-                .rejected(ApiError::validation(format!(
-                    "truncation_direction {direction:?} is not supported (only \"right\")"
-                )))
-                .tei();
-        }
-    }
     let truncate = body.truncate.unwrap_or(app.auto_truncate);
     let normalize = body.normalize.unwrap_or(true);
     match run(
         &app,
-        body.inputs.into_vec(),
+        body.inputs,
         truncate,
+        body.truncation_direction,
         normalize,
         body.dimensions,
     )
@@ -163,25 +191,16 @@ pub async fn embed(State(app): State<AppState>, request: Request<Body>) -> Respo
 
 /// POST `/v1/embeddings`: OpenAI's request and response.
 pub async fn openai_embeddings(State(app): State<AppState>, request: Request<Body>) -> Response {
-    let body: OpenAiBody = match read_json(request, app.payload_limit).await {
+    let body = match app.body(request, OpenAiBody::parse).await {
         Ok(body) => body,
-        Err(e) => return app.rejected(e).openai(),
+        Err(e) => return e.openai(),
     };
-    let base64 = match body.encoding_format.as_deref() {
-        None | Some("float") => false,
-        Some("base64") => true,
-        Some(other) => {
-            return app
-                .rejected(ApiError::validation(format!(
-                    "encoding_format {other:?} is not one of \"float\", \"base64\""
-                )))
-                .openai()
-        }
-    };
+    let base64 = body.base64;
     let answer = match run(
         &app,
-        body.input.into_vec(),
+        body.input,
         app.auto_truncate,
+        Truncation::Right,
         true,
         body.dimensions,
     )
@@ -215,34 +234,22 @@ pub async fn openai_embeddings(State(app): State<AppState>, request: Request<Bod
     with_headers(Json(body).into_response(), &answer)
 }
 
-/// POST `/tokenize`: `{inputs, add_special_tokens?}` → `[[{id, text, special, start, stop}]]`.
+/// POST `/tokenize`: `{inputs, add_special_tokens?}` → `[[{id, text, special, start, stop}]]`,
+/// each input held to `max_input_length` tokens, as many inputs as an embedding request may
+/// have, on the blocking pool under the same concurrency limit.
 pub async fn tokenize(State(app): State<AppState>, request: Request<Body>) -> Response {
-    let body: TokenizeBody = match read_json(request, app.payload_limit).await {
+    let body = match app.body(request, TokenizeBody::parse).await {
         Ok(body) => body,
         Err(e) => return e.tei(),
     };
-    let inputs = body.inputs.into_vec();
-    if inputs.is_empty() {
-        return ApiError::new(StatusCode::BAD_REQUEST, "empty", "empty input").tei();
+    match app
+        .engine
+        .tokens_async(body.inputs, body.add_special_tokens)
+        .await
+    {
+        Ok(all) => Json(all).into_response(),
+        Err(e) => ApiError::from(e).tei(),
     }
-    let specials = body.add_special_tokens.unwrap_or(true);
-    let tokenizer = match app.engine.model().tokenizer() {
-        Ok(tokenizer) => tokenizer,
-        Err(e) => return ApiError::from(crate::engine::EngineError::from(e)).tei(),
-    };
-    let mut all = Vec::with_capacity(inputs.len());
-    for (index, text) in inputs.iter().enumerate() {
-        match tokenizer.tokens(index, text) {
-            Ok(tokens) => all.push(
-                tokens
-                    .into_iter()
-                    .filter(|t| specials || !t.special)
-                    .collect::<Vec<_>>(),
-            ),
-            Err(e) => return ApiError::validation(e.to_string()).tei(),
-        }
-    }
-    Json(all).into_response()
 }
 
 /// GET `/info`: the model, the device and the limits.
@@ -322,8 +329,13 @@ pub async fn livez(State(app): State<AppState>) -> Response {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (status, Json(json!({"status": if liveness.alive { "alive" } else { "dead" },
-                          "step_thread": liveness.step_thread})))
+    (
+        status,
+        Json(
+            json!({"status": if liveness.alive { "alive" } else { "dead" },
+                          "step_thread": liveness.step_thread}),
+        ),
+    )
         .into_response()
 }
 
@@ -341,6 +353,31 @@ pub async fn metrics(State(app): State<AppState>) -> Response {
 }
 
 /// Any other path.
-pub async fn not_found() -> Response {
-    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route").tei()
+pub async fn not_found(request: Request<Body>) -> Response {
+    let path = request.uri().path();
+    let error = ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no such route: {path}"),
+    );
+    if path.starts_with("/v1/") {
+        error.openai()
+    } else {
+        error.tei()
+    }
+}
+
+/// A route called with a method it does not serve.
+pub async fn method_not_allowed(request: Request<Body>) -> Response {
+    let path = request.uri().path();
+    let error = ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{} is not served on {path}", request.method()),
+    );
+    if path.starts_with("/v1/") {
+        error.openai()
+    } else {
+        error.tei()
+    }
 }

@@ -54,14 +54,39 @@ impl Gate {
     }
 }
 
-/// `B` behind a gate.
-#[derive(Debug)]
-pub struct Gated<B> {
-    pub inner: B,
-    pub gate: Arc<Gate>,
+/// What a test wrapper does before forwarding a call to the backend it wraps.
+pub trait Hooks: Send + Sync {
+    fn before_launch(&self) {}
+    fn before_synchronize(&self) {}
 }
 
-impl<B: Backend<Error = HipError>> Backend for Gated<B> {
+/// Launches wait at the gate.
+impl Hooks for Arc<Gate> {
+    fn before_launch(&self) {
+        self.pass();
+    }
+}
+
+/// Every synchronize takes this much longer: steps of a known length.
+impl Hooks for std::time::Duration {
+    fn before_synchronize(&self) {
+        std::thread::sleep(*self);
+    }
+}
+
+/// `B` with `hooks` run before its launches and synchronizes.
+#[derive(Debug)]
+pub struct Wrapped<B, H> {
+    pub inner: B,
+    pub hooks: H,
+}
+
+/// `B` behind a gate.
+pub type Gated<B> = Wrapped<B, Arc<Gate>>;
+/// `B` whose steps take longer.
+pub type Slow<B> = Wrapped<B, std::time::Duration>;
+
+impl<B: Backend<Error = HipError>, H: Hooks> Backend for Wrapped<B, H> {
     type Buffer = B::Buffer;
     type Error = HipError;
 
@@ -89,10 +114,11 @@ impl<B: Backend<Error = HipError>> Backend for Gated<B> {
         self.inner.copy_on_device(src, dst, len)
     }
     fn launch(&self, kernel: Kernel<'_, B::Buffer>) -> Result<(), HipError> {
-        self.gate.pass();
+        self.hooks.before_launch();
         self.inner.launch(kernel)
     }
     fn synchronize(&self) -> Result<(), HipError> {
+        self.hooks.before_synchronize();
         self.inner.synchronize()
     }
     fn reset(&self) -> Result<(), HipError> {
@@ -110,7 +136,7 @@ pub fn gated_engine(
     let gate = Gate::closed();
     let backend = Gated {
         inner: hipinfer::backend::CpuBackend::with_threads(2).expect("cpu backend"),
-        gate: gate.clone(),
+        hooks: gate.clone(),
     };
     let engine = hipinfer::engine::InferenceEngine::with_backend(config, backend).expect("engine");
     (engine, gate)

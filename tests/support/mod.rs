@@ -3,6 +3,7 @@
 
 pub mod backends;
 pub mod gate;
+pub mod server;
 pub mod tiny_model;
 
 use std::sync::Arc;

@@ -64,7 +64,8 @@ fn arch_name(gcn_arch: i32) -> String {
 
 /// Whether HIP sees GPU `device` (no context is created on it).
 pub fn device_present(device: i32) -> bool {
-    result::init().is_ok() && result::device_count().is_ok_and(|count| device >= 0 && device < count)
+    result::init().is_ok()
+        && result::device_count().is_ok_and(|count| device >= 0 && device < count)
 }
 
 impl HipBackend {

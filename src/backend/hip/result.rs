@@ -9,13 +9,9 @@ use crate::error::{HipError, Op};
 pub use super::sys::Handle;
 use super::sys::{self, Status};
 
-/// `Ok(())` for `hipSuccess`, the error otherwise.
+/// `Ok(())` for `hipSuccess` and the Benign codes ([`HipError::check`]), the error otherwise.
 fn check(status: Status, op: Op) -> Result<(), HipError> {
-    if status == 0 {
-        Ok(())
-    } else {
-        Err(HipError::new(status, op))
-    }
+    HipError::check(status, op)
 }
 
 pub fn init() -> Result<(), HipError> {

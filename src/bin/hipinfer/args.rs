@@ -272,6 +272,23 @@ pub struct ServeArgs {
     /// Cut inputs longer than max_input_length when a request does not say (`truncate`).
     #[arg(long, env = "HIPINFER_AUTO_TRUNCATE", default_value_t = true, action = clap::ArgAction::Set)]
     pub auto_truncate: bool,
+    /// A connection whose request headers are not complete within this long is closed.
+    #[arg(long, env = "HIPINFER_HEADER_TIMEOUT", default_value = "10s", value_parser = duration)]
+    pub header_timeout: Duration,
+    /// A request body not received within this long is answered 408.
+    #[arg(long, env = "HIPINFER_BODY_TIMEOUT", default_value = "30s", value_parser = duration)]
+    pub body_timeout: Duration,
+    /// A keep-alive connection idle this long is closed.
+    #[arg(long, env = "HIPINFER_IDLE_TIMEOUT", default_value = "60s", value_parser = duration)]
+    pub idle_timeout: Duration,
+    /// Connections at most; at the cap a new one replaces the longest-idle one, and is refused
+    /// only when all are busy [default: three quarters of the file-descriptor limit].
+    #[arg(long, env = "HIPINFER_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// On SIGTERM, how long queued requests are still answered; then the rest get 503 and the
+    /// process exits (keep it under Kubernetes' terminationGracePeriodSeconds).
+    #[arg(long, env = "HIPINFER_SHUTDOWN_GRACE", default_value = "30s", value_parser = duration)]
+    pub shutdown_grace: Duration,
 }
 
 #[derive(Args)]

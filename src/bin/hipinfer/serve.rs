@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use hipinfer::engine::InferenceEngine;
-use hipinfer::server::{self, ServerConfig};
+use hipinfer::server::{self, ConnectionLimits, ServerConfig};
 
 use crate::args::ServeArgs;
 use crate::Failure;
@@ -17,7 +17,19 @@ pub fn serve(args: ServeArgs) -> Result<ExitCode, Failure> {
         api_key: args.api_key.filter(|k| !k.is_empty()),
         payload_limit: args.payload_limit,
         auto_truncate: args.auto_truncate,
+        connections: ConnectionLimits {
+            header_timeout: args.header_timeout,
+            body_timeout: args.body_timeout,
+            idle_timeout: args.idle_timeout,
+            max_connections: args
+                .max_connections
+                .unwrap_or_else(server::default_max_connections),
+        },
+        shutdown_grace: args.shutdown_grace,
     };
+    if server_config.connections.max_connections == 0 {
+        return Err("--max-connections must be at least 1".into());
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
