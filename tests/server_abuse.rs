@@ -37,6 +37,7 @@ fn limits(header: u64, body: u64, idle: u64, max: usize) -> ConnectionLimits {
         body_timeout: Duration::from_millis(body),
         idle_timeout: Duration::from_millis(idle),
         max_connections: max,
+        ..ConnectionLimits::default()
     }
 }
 
@@ -421,5 +422,41 @@ async fn tokenize_is_bounded_like_the_embedding_routes() {
     assert_eq!(body[0].as_array().unwrap().len(), 12, "{body}");
     let text = scrape(&registry);
     assert_eq!(sample(&text, "hipinfer_tokenize_requests_total"), Some(2.0));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_being_received_share_a_bounded_amount_of_memory() {
+    let engine = InferenceEngine::with_backend(config("abuse-body-memory"), cpu()).unwrap();
+    let server = Server::start(
+        engine,
+        ServerConfig {
+            connections: ConnectionLimits {
+                body_memory: 300,
+                ..ConnectionLimits::default()
+            },
+            ..ServerConfig::default()
+        },
+    )
+    .await;
+    // A slow sender holds its declared size once it started sending…
+    let mut slow = TcpStream::connect(address(&server)).await.unwrap();
+    slow.write_all(b"POST /embed HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 250\r\n\r\n{\"inputs\"")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // …so another body that does not fit beside it is refused at once, not buffered.
+    let (status, body) = server
+        .post("/embed", &json!({"inputs": "x".repeat(200)}))
+        .await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["error_type"], "overloaded");
+    drop(slow);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (status, _) = server.post("/embed", &json!({"inputs": "hello"})).await;
+    assert_eq!(
+        status, 200,
+        "the memory came back when the slow sender left"
+    );
     server.stop().await;
 }

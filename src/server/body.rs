@@ -9,18 +9,20 @@ use axum::http::{header, Request, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::Value;
 
-use super::connections::ConnectionMetrics;
+use super::connections::{BodyMemory, ConnectionMetrics};
 use super::error::ApiError;
 
 /// Bodies up to this many times the limit are read (and dropped) before the 413 is sent.
 const DRAIN_FACTOR: usize = 4;
 
-/// Reads `request`'s body (at most `limit` bytes, within `timeout`) as JSON.
+/// Reads `request`'s body (at most `limit` bytes, within `timeout`, within the memory all bodies
+/// may hold together) as JSON.
 pub async fn read_json(
     request: Request<Body>,
     limit: usize,
     timeout: Duration,
     metrics: &ConnectionMetrics,
+    memory: &BodyMemory,
 ) -> Result<Value, ApiError> {
     let too_large = || {
         ApiError::new(
@@ -49,11 +51,20 @@ pub async fn read_json(
     if declared.is_some_and(|n| n > drain) {
         return Err(too_large());
     }
+    let no_room = || {
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "overloaded",
+            "the server is receiving too many request bodies at once; retry later",
+        )
+    };
+    let mut account = memory.account();
     let read = async {
         let mut body = request.into_body();
-        // Grown as bytes arrive (never from the declared length: a slow client that declares
-        // 2 MiB and sends nothing holds nothing).
-        let mut bytes = Vec::new();
+        // Nothing is held before bytes arrive (a client that declares 2 MiB and sends nothing
+        // holds nothing); then the declared size at once, so the buffer never doubles — and
+        // every byte held counts against the memory all bodies share.
+        let mut bytes: Vec<u8> = Vec::new();
         let mut seen = 0usize;
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|e| {
@@ -62,6 +73,14 @@ pub async fn read_json(
             if let Ok(data) = frame.into_data() {
                 seen = seen.saturating_add(data.len());
                 if seen <= limit {
+                    let wanted = bytes.len() + data.len();
+                    if wanted > bytes.capacity() {
+                        let target = declared.unwrap_or(0).clamp(wanted, limit);
+                        if !memory.grow(&mut account, target - bytes.capacity()) {
+                            return Err(no_room());
+                        }
+                        bytes.reserve_exact(target - bytes.len());
+                    }
                     bytes.extend_from_slice(&data);
                 } else if seen > drain {
                     return Err(too_large());

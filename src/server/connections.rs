@@ -18,7 +18,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -41,6 +41,9 @@ pub struct ConnectionLimits {
     pub body_timeout: Duration,
     pub idle_timeout: Duration,
     pub max_connections: usize,
+    /// Bytes all request bodies being received may hold together (256 MiB): a body that would
+    /// pass it is answered 429 at once, so slow senders cannot fill memory.
+    pub body_memory: usize,
 }
 
 impl Default for ConnectionLimits {
@@ -50,6 +53,7 @@ impl Default for ConnectionLimits {
             body_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(60),
             max_connections: default_max_connections(),
+            body_memory: 256 << 20,
         }
     }
 }
@@ -61,6 +65,58 @@ pub fn default_max_connections() -> usize {
         .current
         .unwrap_or(1024);
     (limit.saturating_mul(3) / 4).clamp(64, 1 << 20) as usize
+}
+
+/// The memory all request bodies being received hold together, against a limit.
+#[derive(Debug, Clone)]
+pub struct BodyMemory {
+    held: Arc<AtomicUsize>,
+    limit: usize,
+}
+
+/// Bytes of a body in memory, given back when dropped.
+#[derive(Debug)]
+pub struct BodyBytes {
+    held: Arc<AtomicUsize>,
+    bytes: usize,
+}
+
+impl BodyMemory {
+    pub fn new(limit: usize) -> Self {
+        BodyMemory {
+            held: Arc::default(),
+            limit,
+        }
+    }
+
+    /// Takes `bytes` more for `body`, or says there is no room.
+    pub fn grow(&self, body: &mut BodyBytes, bytes: usize) -> bool {
+        let taken = self
+            .held
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                let next = held.checked_add(bytes)?;
+                (next <= self.limit).then_some(next)
+            })
+            .is_ok();
+        if taken {
+            body.bytes += bytes;
+        }
+        taken
+    }
+
+    /// An empty account.
+    pub fn account(&self) -> BodyBytes {
+        BodyBytes {
+            held: self.held.clone(),
+            bytes: 0,
+        }
+    }
+}
+
+impl Drop for BodyBytes {
+    fn drop(&mut self) {
+        self.held.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
 }
 
 /// The connection metrics.

@@ -91,6 +91,7 @@ fn router_with(
         api_key: config.api_key.as_deref().map(Arc::from),
         body_timeout: config.connections.body_timeout,
         connections,
+        body_memory: connections::BodyMemory::new(config.connections.body_memory),
     };
     let mut api = Router::new()
         .route("/embed", post(routes::embed))

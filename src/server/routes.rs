@@ -15,7 +15,7 @@ use crate::engine::{EmbedRequest, EmbedResponse, InferenceEngine};
 use crate::model::Truncation;
 
 use super::body::read_json;
-use super::connections::ConnectionMetrics;
+use super::connections::{BodyMemory, ConnectionMetrics};
 use super::error::ApiError;
 use super::schema::{EmbedBody, OpenAiBody, TokenizeBody};
 
@@ -31,6 +31,8 @@ pub struct AppState {
     /// A body not received within this long is answered 408.
     pub body_timeout: std::time::Duration,
     pub connections: ConnectionMetrics,
+    /// What request bodies being received may hold together.
+    pub body_memory: BodyMemory,
 }
 
 impl AppState {
@@ -57,6 +59,7 @@ impl AppState {
             self.payload_limit,
             self.body_timeout,
             &self.connections,
+            &self.body_memory,
         )
         .await
         .map_err(|e| self.rejected(e))?;

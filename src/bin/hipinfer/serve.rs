@@ -24,6 +24,7 @@ pub fn serve(args: ServeArgs) -> Result<ExitCode, Failure> {
             max_connections: args
                 .max_connections
                 .unwrap_or_else(server::default_max_connections),
+            ..ConnectionLimits::default()
         },
         shutdown_grace: args.shutdown_grace,
     };
