@@ -19,6 +19,8 @@ else
     echo "note: hipcc not found, so the --features hip build was not tested" \
          "(apt-get install -y --no-install-recommends hipcc libamdhip64-dev g++)"
 fi
+# The clients people use (OpenAI's, Hugging Face's, from PyPI) against a live server.
+HIPINFER_BIN=./target/debug/hipinfer bash scripts/client-compat.sh
 if command -v promtool >/dev/null 2>&1; then
     HIPINFER_BIN=./target/debug/hipinfer bash scripts/check-deploy.sh
 else

@@ -29,6 +29,7 @@ proptest! {
         let message = ToWorker::Step {
             id: 1,
             inputs: vec![Encoding { type_ids: vec![0; ids.len()], ids }],
+            readout: hipinfer::model::Readout::Pooled,
             requests: vec![1, 2],
         };
         let mut bytes = Vec::new();
@@ -48,6 +49,7 @@ proptest! {
         let step = ToWorker::Step {
             id: seed as u64,
             inputs: inputs.iter().map(|ids| Encoding { ids: ids.clone(), type_ids: vec![1; ids.len()] }).collect(),
+            readout: hipinfer::model::Readout::PerToken,
             requests: (0..inputs.len() as u64).collect(),
         };
         let mut bytes = Vec::new();
@@ -81,6 +83,13 @@ fn billions_of_empty_embeddings_are_refused_not_allocated() {
     let mut body = Vec::new();
     body.extend_from_slice(&1u64.to_le_bytes());
     body.extend_from_slice(&u32::MAX.to_le_bytes());
+    body.extend_from_slice(&0u32.to_le_bytes());
+    let error = FromWorker::decode(67, &body).unwrap_err();
+    assert!(error.to_string().contains("do not fit"), "{error}");
+    // One row that claims no values at all: refused too (no model has empty embeddings).
+    let mut body = Vec::new();
+    body.extend_from_slice(&1u64.to_le_bytes());
+    body.extend_from_slice(&1u32.to_le_bytes());
     body.extend_from_slice(&0u32.to_le_bytes());
     let error = FromWorker::decode(67, &body).unwrap_err();
     assert!(error.to_string().contains("no dimensions"), "{error}");

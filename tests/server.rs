@@ -72,15 +72,26 @@ async fn tei_and_openai_embeddings_tokenize_info_health_metrics() {
     assert_eq!(body.as_array().unwrap().len(), 2);
     assert_eq!(floats(&body[1]), expected[1]);
 
+    let (_, info) = server.get("/info").await;
+    let served: Value = serde_json::from_str(&info).unwrap();
+    let served = served["model_id"].as_str().unwrap().to_string();
     let (status, body) = server
         .post(
             "/v1/embeddings",
-            &json!({"input": ["hello world", "rust is fast"], "model": "mini"}),
+            &json!({"input": ["hello world", "rust is fast"], "model": served}),
         )
         .await;
     assert_eq!(status, 200);
     assert_eq!(body["object"], "list");
-    assert_eq!(body["model"], "mini");
+    assert_eq!(body["model"], served.as_str());
+    let (status, error) = server
+        .post(
+            "/v1/embeddings",
+            &json!({"input": "hello", "model": "mini"}),
+        )
+        .await;
+    assert_eq!(status, 404, "another model's name: {error}");
+    assert_eq!(error["error"]["code"], "model_not_found");
     assert_eq!(body["data"][1]["object"], "embedding");
     assert_eq!(body["data"][1]["index"], 1);
     assert_eq!(floats(&body["data"][1]["embedding"]), expected[1]);

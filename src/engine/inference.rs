@@ -638,6 +638,7 @@ impl InferenceEngine {
             id: inner.next_id.fetch_add(1, Ordering::Relaxed),
             inputs: encodings.len(),
             normalize: request.normalize,
+            readout: request.readout,
             submitted,
             deadline: inner.config.request_deadline,
             tokenization,

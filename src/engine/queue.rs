@@ -187,14 +187,19 @@ impl Queue {
     }
 }
 
-/// Takes entries from the front while the padded batch fits the limits (always at least one).
+/// Takes entries from the front while the padded batch fits the limits (always at least one),
+/// all of one readout (pooled or per token: a step reads one out).
 fn take_batch(entries: &mut VecDeque<Entry>, limits: Limits) -> Vec<Entry> {
     let mut batch: Vec<Entry> = Vec::new();
     let mut longest = 0;
     while let Some(next) = entries.front() {
         let longer = longest.max(next.tokens().max(1));
+        let same = batch
+            .first()
+            .is_none_or(|first| first.request.readout == next.request.readout);
         let fits = (batch.len() + 1) * longer <= limits.max_batch_tokens
-            && batch.len() < limits.max_batch_requests;
+            && batch.len() < limits.max_batch_requests
+            && same;
         if !batch.is_empty() && !fits {
             break;
         }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use serde::Serialize;
 
-use crate::model::Truncation;
+use crate::model::{Readout, Truncation};
 use crate::step::RetryReport;
 
 use super::error::EngineError;
@@ -24,6 +24,9 @@ pub struct EmbedRequest {
     pub truncate: bool,
     /// Which end of a long input is kept (default the start, as TEI).
     pub truncation_direction: Truncation,
+    /// One pooled embedding per input (the default), or every token's hidden state
+    /// (`per_token`, TEI's `/embed_all`; never normalised).
+    pub readout: Readout,
 }
 
 impl EmbedRequest {
@@ -33,7 +36,14 @@ impl EmbedRequest {
             normalize: true,
             truncate: true,
             truncation_direction: Truncation::Right,
+            readout: Readout::Pooled,
         }
+    }
+
+    /// Every token's hidden state instead of one pooled embedding per input.
+    pub fn per_token(mut self) -> Self {
+        self.readout = Readout::PerToken;
+        self
     }
 
     pub fn truncation_direction(mut self, direction: Truncation) -> Self {
@@ -80,6 +90,18 @@ pub struct EmbedResponse {
 impl EmbedResponse {
     pub fn total_tokens(&self) -> usize {
         self.input_tokens.iter().sum()
+    }
+
+    /// A per-token answer's embeddings as `[input][token][dimension]`.
+    pub fn token_embeddings(&self) -> Vec<Vec<&[f32]>> {
+        self.embeddings
+            .iter()
+            .zip(&self.input_tokens)
+            .map(|(values, &tokens)| {
+                let width = values.len() / tokens.max(1);
+                values.chunks(width.max(1)).collect()
+            })
+            .collect()
     }
 }
 
@@ -159,6 +181,7 @@ pub(crate) struct RequestState {
     /// The engine's id (for the recovery log and the response).
     pub id: u64,
     pub normalize: bool,
+    pub readout: Readout,
     pub submitted: Instant,
     pub deadline: Option<(Duration, Instant)>,
     pub tokenization: Duration,
@@ -183,6 +206,7 @@ pub(crate) struct Submission {
     pub id: u64,
     pub inputs: usize,
     pub normalize: bool,
+    pub readout: Readout,
     pub submitted: Instant,
     pub deadline: Option<Duration>,
     pub tokenization: Duration,
@@ -198,6 +222,7 @@ impl RequestState {
             id,
             inputs,
             normalize,
+            readout,
             submitted,
             deadline,
             tokenization,
@@ -209,6 +234,7 @@ impl RequestState {
         RequestState {
             id,
             normalize,
+            readout,
             submitted,
             deadline: deadline.map(|d| (d, submitted + d)),
             tokenization,
@@ -391,6 +417,7 @@ mod tests {
             id: 7,
             inputs,
             normalize: false,
+            readout: Readout::Pooled,
             submitted: Instant::now(),
             deadline: None,
             tokenization: Duration::ZERO,

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::error::Recovery;
-use crate::model::Encoding;
+use crate::model::{Encoding, Readout};
 use crate::retry::{with_requests, EventRecord};
 use crate::step::{StepFailure, StepRunner};
 
@@ -239,8 +239,9 @@ impl StepLoop {
         metrics.batch_size.observe(live.len() as f64);
         metrics.batch_tokens.observe((live.len() * longest) as f64);
         let encodings: Vec<Encoding> = live.iter().map(|e| e.encoding.clone()).collect();
+        let readout = live[0].request.readout;
         let degraded = self.serving == Serving::Fallback;
-        let (live, result) = self.call(Activity::Step, live, |r| r.run(&encodings))?;
+        let (live, result) = self.call(Activity::Step, live, |r| r.run(&encodings, readout))?;
         let elapsed = started.elapsed();
         let failure = match result {
             Ok(output) if output.embeddings.len() == live.len() => {
@@ -251,7 +252,7 @@ impl StepLoop {
                     request.account(elapsed, |report| report.add_recovered(&output.recovered));
                 }
                 for (entry, mut embedding) in live.into_iter().zip(output.embeddings) {
-                    if entry.request.normalize {
+                    if entry.request.normalize && readout == Readout::Pooled {
                         crate::model::normalize(&mut embedding);
                     }
                     if entry.request.complete(entry.index, embedding, degraded)

@@ -9,13 +9,13 @@ use std::io::{Read, Write};
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::Encoding;
+use crate::model::{Encoding, Readout};
 use crate::step::{RetryRecord, StepFailure};
 
 /// The version of this protocol. A worker checks its supervisor's at `Start` (and the supervisor
 /// the worker's at `Ready`): a mismatch — a worker program from another build — is a clear,
 /// permanent start failure naming both versions, never a garbled conversation.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// The largest frame either side accepts (256 MiB: 32 × 512 tokens of ids, or a batch's
 /// embeddings, are far below it).
@@ -46,6 +46,7 @@ pub enum ToWorker {
     Step {
         id: u64,
         inputs: Vec<Encoding>,
+        readout: Readout,
         requests: Vec<u64>,
     },
     /// Run the probe kernel; answered by `ProbeDone`.
@@ -334,12 +335,17 @@ impl ToWorker {
             ToWorker::Step {
                 id,
                 inputs,
+                readout,
                 requests,
             } => {
                 body.u64(*id).u32(inputs.len() as u32);
                 for input in inputs {
                     body.u32s(&input.ids).u32s(&input.type_ids);
                 }
+                body.u32(match readout {
+                    Readout::Pooled => 0,
+                    Readout::PerToken => 1,
+                });
                 body.u64s(requests);
                 STEP
             }
@@ -382,10 +388,16 @@ impl ToWorker {
                     }
                     inputs.push(Encoding { ids, type_ids });
                 }
+                let readout = match r.u32("readout")? {
+                    0 => Readout::Pooled,
+                    1 => Readout::PerToken,
+                    other => return malformed(format!("unknown readout {other}")),
+                };
                 let requests = r.u64s("request ids")?;
                 ToWorker::Step {
                     id,
                     inputs,
+                    readout,
                     requests,
                 }
             }
@@ -420,13 +432,10 @@ impl FromWorker {
                 embeddings,
                 report,
             } => {
-                let cols = embeddings.first().map_or(0, Vec::len);
-                if embeddings.iter().any(|e| e.len() != cols) {
-                    return malformed("embeddings of different sizes");
-                }
-                body.u64(*id).u32(embeddings.len() as u32).u32(cols as u32);
+                // Rows of their own lengths (a per-token readout's differ by input).
+                body.u64(*id).u32(embeddings.len() as u32);
                 embeddings.iter().for_each(|e| {
-                    body.f32s(e);
+                    body.u32(e.len() as u32).f32s(e);
                 });
                 body.json(report);
                 STEP_DONE
@@ -472,22 +481,17 @@ impl FromWorker {
             START_FAILED => FromWorker::StartFailed(r.json("start failure")?),
             STEP_DONE => {
                 let id = r.u64("step id")?;
-                let rows = r.u32("rows")? as usize;
-                let cols = r.u32("columns")? as usize;
-                if cols == 0 && rows != 0 {
-                    // No model has empty embeddings; and `rows` would not be bounded by the
-                    // frame's length (4 billion empty rows in 8 bytes).
-                    return malformed(format!("{rows} embeddings of no dimensions"));
+                // Each row is at least its 4-byte length: the count is bounded by the frame.
+                let rows = r.count(4, "rows")?;
+                let mut embeddings = Vec::with_capacity(rows);
+                for _ in 0..rows {
+                    let values = r.count(4, "row values")?;
+                    if values == 0 {
+                        // No model has empty embeddings.
+                        return malformed("an embedding of no dimensions");
+                    }
+                    embeddings.push(r.f32s(values, "embedding")?);
                 }
-                let values = rows.checked_mul(cols).ok_or_else(|| {
-                    ProtocolError::Malformed(format!("{rows} × {cols} embeddings overflow"))
-                })?;
-                let flat = r.f32s(values, "embeddings")?;
-                let embeddings = if cols == 0 {
-                    Vec::new()
-                } else {
-                    flat.chunks_exact(cols).map(<[f32]>::to_vec).collect()
-                };
                 FromWorker::StepDone {
                     id,
                     embeddings,
@@ -555,6 +559,7 @@ mod tests {
                     type_ids: vec![0, 0],
                 },
             ],
+            readout: Readout::PerToken,
             requests: vec![4, 5],
         });
         round_trip_to(ToWorker::Probe { id: 9 });

@@ -30,7 +30,7 @@ use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, 
 
 use crate::backend::{DeviceInfo, FaultPlan};
 use crate::error::{ConfigError, Recovery};
-use crate::model::Encoding;
+use crate::model::{Encoding, Readout};
 use crate::retry::{current_requests, BreakerState, EventRecord, Events};
 use crate::step::{
     FaultCounter, FaultTotals, RunnerFactory, RunnerSpec, StepFailure, StepOutput, StepRunner,
@@ -813,12 +813,13 @@ impl Supervisor {
 }
 
 impl StepRunner for Supervisor {
-    fn run(&mut self, batch: &[Encoding]) -> Result<StepOutput, StepFailure> {
+    fn run(&mut self, batch: &[Encoding], readout: Readout) -> Result<StepOutput, StepFailure> {
         self.ensure_live()?;
         let id = self.next_id();
         let message = ToWorker::Step {
             id,
             inputs: batch.to_vec(),
+            readout,
             requests: current_requests(),
         };
         match self.ask(&message, id, self.factory.step_timeout) {

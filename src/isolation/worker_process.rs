@@ -163,8 +163,9 @@ fn serve(socket: &Path) -> Result<(), String> {
             ToWorker::Step {
                 id,
                 inputs,
+                readout,
                 requests,
-            } => match with_requests(&requests, || serving.runner.run(&inputs)) {
+            } => match with_requests(&requests, || serving.runner.run(&inputs, readout)) {
                 Ok(output) => FromWorker::StepDone {
                     id,
                     embeddings: output.embeddings,

@@ -110,12 +110,36 @@ impl<Buf> DeviceWeights<Buf> {
     }
 }
 
+/// What a forward pass reads out of the encoder's last hidden state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Readout {
+    /// One embedding per input: the mean over its tokens (L2-normalised when asked).
+    #[default]
+    Pooled,
+    /// Every token's hidden state, unpooled (TEI's `/embed_all`): `tokens × hidden` values per
+    /// input, row after row.
+    PerToken,
+}
+
 /// Runs the encoder on a batch of encodings and returns one pooled embedding per encoding.
 pub fn forward<B: Backend>(
     backend: &B,
     weights: &DeviceWeights<B::Buffer>,
     config: &BertConfig,
     batch: &[Encoding],
+    normalize: bool,
+) -> Result<Vec<Vec<f32>>, ModelError> {
+    forward_reading(backend, weights, config, batch, Readout::Pooled, normalize)
+}
+
+/// Runs the encoder on a batch of encodings and reads `readout` out of it, per encoding.
+pub fn forward_reading<B: Backend>(
+    backend: &B,
+    weights: &DeviceWeights<B::Buffer>,
+    config: &BertConfig,
+    batch: &[Encoding],
+    readout: Readout,
     normalize: bool,
 ) -> Result<Vec<Vec<f32>>, ModelError> {
     let device = ModelError::device::<B::Error>;
@@ -280,6 +304,21 @@ pub fn forward<B: Backend>(
             .map_err(device)?;
     }
 
+    if readout == Readout::PerToken {
+        backend.synchronize().map_err(device)?;
+        let mut host = vec![0f32; tokens * hidden];
+        backend
+            .copy_to_host(&hidden_states, &mut host)
+            .map_err(device)?;
+        return Ok(batch
+            .iter()
+            .enumerate()
+            .map(|(b, encoding)| {
+                let start = b * seq * hidden;
+                host[start..start + encoding.ids.len() * hidden].to_vec()
+            })
+            .collect());
+    }
     let mut pooled = allocate(sequences * hidden)?;
     backend
         .launch(Kernel::MeanPool {

@@ -17,7 +17,7 @@ use parking_lot::RwLock;
 
 use crate::backend::Backend;
 
-pub use bert::{forward, DeviceWeights};
+pub use bert::{forward, forward_reading, DeviceWeights, Readout};
 pub use config::{BertConfig, ModelConfig};
 pub use error::ModelError;
 
@@ -201,11 +201,22 @@ impl<B: Backend> Embedder<B> {
         batch: &[Encoding],
         normalize: bool,
     ) -> Result<Vec<Vec<f32>>, ModelError> {
-        forward(
+        self.read_encodings(batch, Readout::Pooled, normalize)
+    }
+
+    /// Runs already tokenized inputs as one padded batch and reads `readout` out.
+    pub fn read_encodings(
+        &self,
+        batch: &[Encoding],
+        readout: Readout,
+        normalize: bool,
+    ) -> Result<Vec<Vec<f32>>, ModelError> {
+        forward_reading(
             &self.backend,
             &self.weights.read(),
             &self.model.config.bert,
             batch,
+            readout,
             normalize,
         )
     }

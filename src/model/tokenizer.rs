@@ -186,6 +186,30 @@ impl TextTokenizer {
             .collect())
     }
 
+    /// The text of token `ids` (special tokens left out when `skip_special`); an id outside the
+    /// vocabulary is an error naming it.
+    pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String, ModelError> {
+        let vocabulary = self.inner.get_vocab_size(true);
+        if let Some((at, id)) = ids
+            .iter()
+            .enumerate()
+            .find(|(_, &id)| id as usize >= vocabulary)
+        {
+            return Err(ModelError::Input {
+                index: at,
+                message: format!(
+                    "token id {id} (at {at}) is outside the vocabulary of {vocabulary} tokens"
+                ),
+            });
+        }
+        self.inner
+            .decode(ids, skip_special)
+            .map_err(|e| ModelError::Input {
+                index: 0,
+                message: format!("could not decode: {e}"),
+            })
+    }
+
     /// Tokenizes a growing window of `text` until the tokens kept are known (module docs).
     fn bounded(
         &self,

@@ -179,6 +179,11 @@ impl ConnectionMetrics {
         metrics
     }
 
+    /// Metrics registered nowhere (to describe the routes without serving them).
+    pub fn register_nowhere() -> ConnectionMetrics {
+        Self::register(&Registry::new())
+    }
+
     /// Counts a timeout in `phase` (`header`, `body`, `idle`).
     pub fn timed_out(&self, phase: &str) {
         self.timeouts.with_label_values(&[phase]).inc();

@@ -7,26 +7,37 @@
 //! | POST `/embed` | `{inputs: str\|[str], truncate?, normalize?}` | `[[f32]]` |
 //! | POST `/v1/embeddings` | `{input: str\|[str], model?, encoding_format?: float\|base64}` | OpenAI's list |
 //! | POST `/tokenize` | `{inputs, add_special_tokens?}` | `[[{id, text, special, start, stop}]]` |
+//! | POST `/embed_all` | `{inputs, truncate?, truncation_direction?}` | `[[[f32]]]` per token |
+//! | POST `/similarity` | `{inputs: {source_sentence, sentences}}` | `[f32]` |
+//! | POST `/` | texts (as `/embed`) or a similarity object | embeddings or similarities |
+//! | POST `/decode` | `{ids, skip_special_tokens?}` | `[str]` |
+//! | GET `/v1/models`, `/v1/models/{id}` | | OpenAI's model list / card |
+//! | GET `/openapi.json` | | this API's OpenAPI 3 document |
 //! | GET `/info` | | model, device, limits, version |
 //! | GET `/health`, `/readyz` | | 200 ready (or degraded), 503 not |
 //! | GET `/livez` | | 200 while the process and its step thread live |
 //! | GET `/metrics` | | Prometheus text |
 
+mod answer;
 mod auth;
 mod body;
 mod connections;
 mod error;
-mod routes;
+mod openai;
+mod ops;
 mod schema;
+mod state;
+mod tei;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::routing::{get, post};
 use axum::Router;
 use tokio::net::TcpListener;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::engine::InferenceEngine;
 
@@ -34,7 +45,7 @@ pub use connections::{
     default_max_connections, ConnectionLimits, ConnectionMetrics, TIMEOUT_PHASES,
 };
 pub use error::ApiError;
-pub use routes::AppState;
+pub use state::AppState;
 
 /// Server settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,13 +89,27 @@ pub fn router(engine: InferenceEngine, config: &ServerConfig) -> Router {
     router_with(engine, config, connections)
 }
 
-fn router_with(
+/// The OpenAPI document of the routes a server with `config` serves, generated from the routes
+/// themselves (each handler is registered with its `#[utoipa::path]` description).
+pub fn openapi(engine: InferenceEngine, config: &ServerConfig) -> utoipa::openapi::OpenApi {
+    routes(
+        state(engine, config, ConnectionMetrics::register_nowhere()),
+        config,
+    )
+    .split_for_parts()
+    .1
+}
+
+fn state(
     engine: InferenceEngine,
     config: &ServerConfig,
     connections: ConnectionMetrics,
-) -> Router {
-    let state = AppState {
+) -> AppState {
+    AppState {
         model_name: engine.model().name().into(),
+        created: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
         engine,
         payload_limit: config.payload_limit,
         auto_truncate: config.auto_truncate,
@@ -92,24 +117,69 @@ fn router_with(
         body_timeout: config.connections.body_timeout,
         connections,
         body_memory: connections::BodyMemory::new(config.connections.body_memory),
-    };
-    let mut api = Router::new()
-        .route("/embed", post(routes::embed))
-        .route("/v1/embeddings", post(routes::openai_embeddings))
-        .route("/tokenize", post(routes::tokenize))
-        .route("/info", get(routes::info));
+        openapi: Arc::default(),
+    }
+}
+
+/// Every route, with its OpenAPI description: the API routes behind the key (when one is set),
+/// the operations routes open.
+fn routes(state: AppState, config: &ServerConfig) -> OpenApiRouter {
+    let mut api = OpenApiRouter::new()
+        .routes(routes!(tei::predict))
+        .routes(routes!(tei::embed))
+        .routes(routes!(tei::embed_all))
+        .routes(routes!(tei::similarity))
+        .routes(routes!(tei::tokenize))
+        .routes(routes!(tei::decode))
+        .routes(routes!(openai::embeddings))
+        .routes(routes!(openai::models))
+        .routes(routes!(openai::model))
+        .routes(routes!(ops::info));
     if let Some(key) = &config.api_key {
         let key: Arc<str> = key.as_str().into();
         api = api.route_layer(axum::middleware::from_fn_with_state(key, auth::require_key));
     }
-    Router::new()
-        .route("/health", get(routes::health))
-        .route("/readyz", get(routes::health))
-        .route("/livez", get(routes::livez))
-        .route("/metrics", get(routes::metrics))
+    OpenApiRouter::with_openapi(api_document())
+        .routes(routes!(ops::health))
+        .routes(routes!(ops::readyz))
+        .routes(routes!(ops::livez))
+        .routes(routes!(ops::metrics))
+        .routes(routes!(ops::openapi))
         .merge(api)
-        .fallback(routes::not_found)
-        .method_not_allowed_fallback(routes::method_not_allowed)
+        .with_state(state)
+}
+
+/// The document's title and description (the paths come from the routes).
+fn api_document() -> utoipa::openapi::OpenApi {
+    let mut document = utoipa::openapi::OpenApiBuilder::new()
+        .info(
+            utoipa::openapi::InfoBuilder::new()
+                .title("hipinfer")
+                .version(env!("CARGO_PKG_VERSION"))
+                .description(Some(
+                    "Sentence embeddings through Hugging Face TEI's and OpenAI's APIs, surviving \
+                     GPU faults. Errors: TEI's {error, error_type}; OpenAI's {error: {message, \
+                     type, code}} under /v1/.",
+                ))
+                .build(),
+        )
+        .build();
+    document.paths = utoipa::openapi::path::Paths::new();
+    document
+}
+
+fn router_with(
+    engine: InferenceEngine,
+    config: &ServerConfig,
+    connections: ConnectionMetrics,
+) -> Router {
+    let state = state(engine, config, connections);
+    let document = state.openapi.clone();
+    let (router, api) = routes(state, config).split_for_parts();
+    let _ = document.set(serde_json::to_value(&api).unwrap_or_default());
+    router
+        .fallback(ops::not_found)
+        .method_not_allowed_fallback(ops::method_not_allowed)
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             |_: Box<dyn std::any::Any + Send>| {
                 tracing::error!("a request handler panicked");
@@ -121,7 +191,6 @@ fn router_with(
                 .tei()
             },
         ))
-        .with_state(state)
 }
 
 /// Binds `host:port` and serves until `shutdown` completes (see [`serve_on`]).

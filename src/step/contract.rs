@@ -12,13 +12,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::backend::{DeviceInfo, RecoveredCall};
 use crate::error::{Classify, HipError, Op, Recovery};
-use crate::model::{Encoding, ModelError};
+use crate::model::{Encoding, ModelError, Readout};
 use crate::retry::{BreakerState, GiveUpReason, RetryError};
 
 use super::report::{RetryRecord, RetryReport};
 
-/// A step's result: one raw (not normalised) mean-pooled embedding per input, and the failed
-/// attempts of device calls that succeeded after retries on the way.
+/// A step's result: per input, its raw (not normalised) mean-pooled embedding — or, for a
+/// per-token readout, its tokens' hidden states row after row — and the failed attempts of
+/// device calls that succeeded after retries on the way.
 #[derive(Debug, Clone, Default)]
 pub struct StepOutput {
     pub embeddings: Vec<Vec<f32>>,
@@ -194,8 +195,8 @@ fn step_class(reason: GiveUpReason, recovery: Recovery) -> Recovery {
 
 /// Runs steps for the engine.
 pub trait StepRunner: Send {
-    /// Runs one padded batch through the model.
-    fn run(&mut self, batch: &[Encoding]) -> Result<StepOutput, StepFailure>;
+    /// Runs one padded batch through the model and reads `readout` out of it.
+    fn run(&mut self, batch: &[Encoding], readout: Readout) -> Result<StepOutput, StepFailure>;
 
     /// Brings the device back after a failed step: reset it and upload the weights again. A
     /// failure with [`FailureScope::Process`] says no reset in this process can succeed.

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use crate::backend::{Backend, DeviceInfo, Kernel, Resilient};
 use crate::error::{HipError, Op, Recovery};
-use crate::model::{DeviceWeights, Embedder, Encoding, Model, ModelError};
+use crate::model::{DeviceWeights, Embedder, Encoding, Model, ModelError, Readout};
 use crate::retry::{BreakerState, RetryPolicy, RetryState};
 
 use super::contract::{FailureScope, StepFailure, StepOutput, StepRunner};
@@ -87,8 +87,8 @@ fn reset<B: Backend<Error = HipError>>(backend: &Resilient<B>) -> Result<(), Ste
 }
 
 impl<B: Backend<Error = HipError>> StepRunner for InProcess<B> {
-    fn run(&mut self, batch: &[Encoding]) -> Result<StepOutput, StepFailure> {
-        let result = self.embedder.embed_encodings(batch, false);
+    fn run(&mut self, batch: &[Encoding], readout: Readout) -> Result<StepOutput, StepFailure> {
+        let result = self.embedder.read_encodings(batch, readout, false);
         let recovered = self.backend().take_recovered();
         match result {
             Ok(embeddings) => Ok(StepOutput {

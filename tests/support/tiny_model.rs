@@ -32,6 +32,16 @@ pub fn config_json() -> serde_json::Value {
 }
 
 pub fn tokenizer_json() -> serde_json::Value {
+    // The special tokens, as a real BERT tokenizer.json lists them.
+    let added: Vec<serde_json::Value> = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]
+        .iter()
+        .enumerate()
+        .map(|(id, content)| {
+            serde_json::json!({"id": id, "content": content, "single_word": false,
+                               "lstrip": false, "rstrip": false, "normalized": false,
+                               "special": true})
+        })
+        .collect();
     let vocab: serde_json::Map<String, serde_json::Value> = VOCAB
         .iter()
         .enumerate()
@@ -42,7 +52,7 @@ pub fn tokenizer_json() -> serde_json::Value {
         "truncation": null,
         "padding": {"strategy": {"Fixed": 12}, "direction": "Right", "pad_to_multiple_of": null,
                     "pad_id": 0, "pad_type_id": 0, "pad_token": "[PAD]"},
-        "added_tokens": [],
+        "added_tokens": added,
         "normalizer": {"type": "BertNormalizer", "clean_text": true, "handle_chinese_chars": true,
                        "strip_accents": null, "lowercase": true},
         "pre_tokenizer": {"type": "BertPreTokenizer"},
