@@ -443,7 +443,15 @@ fn a_supervisor_killed_without_warning_leaves_no_worker_and_no_socket_folder() {
     child.kill().unwrap(); // SIGKILL: the supervisor cleans nothing up itself
     child.wait().unwrap();
     let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while folders[0].exists() && std::time::Instant::now() < until {
+    // Gone, or a zombie waiting for whoever adopted it to reap it: exited either way.
+    let state = |pid: u32| {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        stat.rsplit_once(')')
+            .and_then(|(_, rest)| rest.trim().chars().next())
+    };
+    while (folders[0].exists() || !matches!(state(workers[0]), None | Some('Z')))
+        && std::time::Instant::now() < until
+    {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     let state = std::fs::read_to_string(format!("/proc/{}/stat", workers[0])).unwrap_or_default();
