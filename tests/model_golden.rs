@@ -10,7 +10,7 @@ mod support;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
-use hipinfer::backend::{CpuBackend, FaultPlan, FaultyBackend, Resilient};
+use hipinfer::backend::{CpuBackend, Dtype, FaultPlan, FaultyBackend, Resilient, SimdLevel};
 use hipinfer::model::{Embedder, Model, DEFAULT_MODEL_DIR};
 use hipinfer::retry::{FakeClock, RetryConfig, RetryPolicy, RetryState};
 use serde::Deserialize;
@@ -74,6 +74,12 @@ fn cpu_embedder() -> Option<Embedder<CpuBackend>> {
     Some(Embedder::new(model()?, CpuBackend::with_threads(2).unwrap()).unwrap())
 }
 
+fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
+    let norm = |v: &[f32]| v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    dot / (norm(a) * norm(b))
+}
+
 fn assert_close(actual: &[f32], expected: &[f32], what: &str) {
     assert_eq!(actual.len(), expected.len(), "{what}: length");
     let worst = actual
@@ -98,11 +104,20 @@ fn token_ids_match_pytorch() {
     }
 }
 
+/// At every SIMD level this machine has (the lower ones forced): dense f32 weights below
+/// AVX-512, packed ones from it up.
 #[test]
 fn embeddings_match_pytorch_one_at_a_time_and_batched() {
-    let Some(embedder) = cpu_embedder() else {
-        return;
-    };
+    let Some(model) = model() else { return };
+    for level in SimdLevel::available() {
+        eprintln!("at {level}");
+        let embedder =
+            Embedder::new(model.clone(), CpuBackend::with_level(2, level).unwrap()).unwrap();
+        embeddings_match_pytorch(&embedder);
+    }
+}
+
+fn embeddings_match_pytorch(embedder: &Embedder<CpuBackend>) {
     let golden: Golden = fixture("minilm_golden.json");
     for (i, sentence) in golden.sentences.iter().enumerate() {
         let alone = embedder.embed(&[sentence], true).unwrap();
@@ -129,6 +144,35 @@ fn embeddings_match_pytorch_one_at_a_time_and_batched() {
             diff <= 1e-6,
             "{sentence:?}: batch and alone differ by {diff}"
         );
+    }
+}
+
+/// bf16 and int8 weights against PyTorch's f32 embeddings, every sentence, at every SIMD level
+/// this machine has (the lower ones forced): the gates of the README's table.
+#[test]
+fn reduced_precision_embeddings_meet_their_cosine_gates() {
+    let Some(model) = model() else { return };
+    let golden: Golden = fixture("minilm_golden.json");
+    for (dtype, gate) in [(Dtype::Bf16, 0.9995), (Dtype::Int8, 0.995)] {
+        for level in SimdLevel::available() {
+            let backend = CpuBackend::with_level(2, level).unwrap();
+            let embedder = Embedder::with_dtype(model.clone(), backend, dtype).unwrap();
+            assert_eq!(embedder.dtype(), dtype);
+            let batch = embedder.embed(&golden.sentences, true).unwrap();
+            let mut worst = f64::INFINITY;
+            for (i, sentence) in golden.sentences.iter().enumerate() {
+                let alone = embedder.embed(&[sentence], true).unwrap();
+                for (label, actual) in [("alone", &alone[0]), ("in a batch", &batch[i])] {
+                    let c = cosine(actual, &golden.embeddings[i]);
+                    assert!(
+                        c >= gate,
+                        "{dtype} at {level}: {sentence:?} {label} has cosine {c} < {gate}"
+                    );
+                    worst = worst.min(c);
+                }
+            }
+            eprintln!("{dtype} at {level}: lowest cosine to PyTorch {worst:.6}");
+        }
     }
 }
 

@@ -20,7 +20,7 @@ fn failures(worker: u32, i: u32) -> u32 {
 }
 
 fn error_for(attempt: u32, op: Op) -> HipError {
-    HipError::new(if attempt % 2 == 0 { 2 } else { 216 }, op)
+    HipError::new(if attempt.is_multiple_of(2) { 2 } else { 216 }, op)
 }
 
 #[test]

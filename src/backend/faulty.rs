@@ -535,6 +535,10 @@ impl<B: Backend<Error = HipError>> Backend for FaultyBackend<B> {
         self.inner.info()
     }
 
+    fn packs_f32_weights(&self) -> bool {
+        self.inner.packs_f32_weights()
+    }
+
     fn allocate(&self, len: usize) -> Result<B::Buffer, HipError> {
         self.check(Op::Allocate)?;
         self.inner.allocate(len)

@@ -5,11 +5,15 @@ use std::fmt;
 
 use crate::error::{HipError, Op};
 
+use super::cpu::packed::{blocks, group, spans, BLOCK};
+use super::dtype::Dtype;
+
 /// Which kernel: a closed set, used to find the HIP function and to name the kernel in errors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum KernelId {
     Embed,
     Gemm,
+    GemmPacked,
     Gelu,
     Add,
     LayerNorm,
@@ -19,9 +23,10 @@ pub enum KernelId {
 }
 
 impl KernelId {
-    pub const ALL: [KernelId; 8] = [
+    pub const ALL: [KernelId; 9] = [
         KernelId::Embed,
         KernelId::Gemm,
+        KernelId::GemmPacked,
         KernelId::Gelu,
         KernelId::Add,
         KernelId::LayerNorm,
@@ -35,6 +40,7 @@ impl KernelId {
         match self {
             KernelId::Embed => "hipinfer_embed",
             KernelId::Gemm => "hipinfer_gemm_bias",
+            KernelId::GemmPacked => "hipinfer_gemm_packed",
             KernelId::Gelu => "hipinfer_gelu",
             KernelId::Add => "hipinfer_add",
             KernelId::LayerNorm => "hipinfer_layer_norm",
@@ -88,6 +94,23 @@ pub enum Kernel<'a, B> {
         k: usize,
         activation: Activation,
     },
+    /// `out[m×n] = act(input[m×k] · W[n×k]ᵀ + bias[n])` with `W` packed as `dtype` (f32, bf16
+    /// or int8, `backend::cpu::packed`): `weight` its words; for int8, `scales` and `sums` its
+    /// per-column scale and per-span sums. CPU only (the HIP backend answers
+    /// `hipErrorNotSupported`).
+    GemmPacked {
+        input: &'a B,
+        weight: &'a B,
+        scales: Option<&'a B>,
+        sums: Option<&'a B>,
+        bias: Option<&'a B>,
+        out: &'a mut B,
+        m: usize,
+        n: usize,
+        k: usize,
+        activation: Activation,
+        dtype: Dtype,
+    },
     /// `x = gelu(x)` on `len` values.
     Gelu { x: &'a mut B, len: usize },
     /// `x += y` on `len` values.
@@ -137,6 +160,7 @@ impl<B> Kernel<'_, B> {
         match self {
             Kernel::Embed { .. } => KernelId::Embed,
             Kernel::Gemm { .. } => KernelId::Gemm,
+            Kernel::GemmPacked { .. } => KernelId::GemmPacked,
             Kernel::Gelu { .. } => KernelId::Gelu,
             Kernel::Add { .. } => KernelId::Add,
             Kernel::LayerNorm { .. } => KernelId::LayerNorm,
@@ -201,6 +225,31 @@ impl<'a, B> Kernel<'a, B> {
                 n: *n,
                 k: *k,
                 activation: *activation,
+            },
+            Kernel::GemmPacked {
+                input,
+                weight,
+                scales,
+                sums,
+                bias,
+                out,
+                m,
+                n,
+                k,
+                activation,
+                dtype,
+            } => Kernel::GemmPacked {
+                input,
+                weight,
+                scales: scales.as_deref(),
+                sums: sums.as_deref(),
+                bias: bias.as_deref(),
+                out,
+                m: *m,
+                n: *n,
+                k: *k,
+                activation: *activation,
+                dtype: *dtype,
             },
             Kernel::Gelu { x, len } => Kernel::Gelu { x, len: *len },
             Kernel::Add { x, y, len } => Kernel::Add { x, y, len: *len },
@@ -314,6 +363,40 @@ impl<'a, B> Kernel<'a, B> {
             } => {
                 checks.push(("input", len(input), product(&[*m, *k])));
                 checks.push(("weight", len(weight), product(&[*n, *k])));
+                if let Some(bias) = bias {
+                    checks.push(("bias", len(bias), Some(*n)));
+                }
+                checks.push(("out", len(out), product(&[*m, *n])));
+            }
+            Kernel::GemmPacked {
+                input,
+                weight,
+                scales,
+                sums,
+                bias,
+                out,
+                m,
+                n,
+                k,
+                dtype,
+                ..
+            } => {
+                checks.push(("input", len(input), product(&[*m, *k])));
+                checks.push((
+                    "weight",
+                    len(weight),
+                    product(&[blocks(*n), k.div_ceil(group(*dtype)), BLOCK]),
+                ));
+                if *dtype == Dtype::Int8 {
+                    let columns = blocks(*n) * BLOCK;
+                    match (scales, sums) {
+                        (Some(scales), Some(sums)) => {
+                            checks.push(("scales", len(scales), Some(columns)));
+                            checks.push(("sums", len(sums), product(&[columns, spans(*k)])));
+                        }
+                        _ => return invalid("int8 weights need their scales and sums".into()),
+                    }
+                }
                 if let Some(bias) = bias {
                     checks.push(("bias", len(bias), Some(*n)));
                 }

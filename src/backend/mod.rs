@@ -8,6 +8,7 @@ mod allocator;
 mod checks;
 mod choice;
 pub mod cpu;
+mod dtype;
 mod faulty;
 #[cfg(feature = "hip")]
 pub mod hip;
@@ -19,7 +20,8 @@ pub use allocator::{size_class, CachingAllocator, PooledBlock, RawMemory};
 pub use choice::{
     hip_archs, is_gpu, open, probe_hip, BackendChoice, SelectedBackend, HIP_COMPILED,
 };
-pub use cpu::{CpuBackend, CpuBuffer, HostMemory};
+pub use cpu::{CpuBackend, CpuBuffer, HostMemory, SimdLevel};
+pub use dtype::Dtype;
 pub use faulty::{
     FaultAction, FaultDomain, FaultNotifier, FaultPlan, FaultRule, FaultyBackend, StickyScope,
 };

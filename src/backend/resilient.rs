@@ -102,6 +102,10 @@ impl<B: Backend<Error = HipError>> Backend for Resilient<B> {
         self.inner.info()
     }
 
+    fn packs_f32_weights(&self) -> bool {
+        self.inner.packs_f32_weights()
+    }
+
     fn allocate(&self, len: usize) -> Result<B::Buffer, Self::Error> {
         self.call(Op::Allocate, || self.inner.allocate(len))
     }

@@ -44,6 +44,13 @@ pub trait Backend: Send + Sync {
 
     fn info(&self) -> DeviceInfo;
 
+    /// Whether f32 linear weights run faster packed for [`Kernel::GemmPacked`] (with
+    /// `Dtype::F32`) than dense for [`Kernel::Gemm`] on this backend: packed once at load, they
+    /// are never re-packed per product.
+    fn packs_f32_weights(&self) -> bool {
+        false
+    }
+
     /// Allocates `len` words (uninitialised contents).
     fn allocate(&self, len: usize) -> Result<Self::Buffer, Self::Error>;
 
@@ -87,6 +94,10 @@ impl<B: Backend> Backend for std::sync::Arc<B> {
 
     fn info(&self) -> DeviceInfo {
         (**self).info()
+    }
+
+    fn packs_f32_weights(&self) -> bool {
+        (**self).packs_f32_weights()
     }
 
     fn allocate(&self, len: usize) -> Result<Self::Buffer, Self::Error> {

@@ -14,7 +14,7 @@ use std::time::Duration;
 use prometheus::Registry;
 use serde::{Deserialize, Serialize};
 
-use crate::backend::{BackendChoice, FaultPlan};
+use crate::backend::{BackendChoice, Dtype, FaultPlan};
 use crate::error::ConfigError;
 use crate::isolation::{Isolation, WorkerConfig};
 use crate::model::DEFAULT_MODEL_DIR;
@@ -194,6 +194,10 @@ pub struct EngineConfig {
     pub device: i32,
     /// CPU backend threads (`None`: one per core).
     pub threads: Option<usize>,
+    /// The precision of the linear layers' weights: `f32` (matches PyTorch), `bf16` or `int8`.
+    /// The reduced ones run on the CPU backend (`backend: auto` then chooses it; `hip` is an
+    /// error).
+    pub dtype: Dtype,
     /// Per-operation retries of device calls.
     pub retry: RetryConfig,
     pub breaker: BreakerConfig,
@@ -242,6 +246,7 @@ impl Default for EngineConfig {
             backend: BackendChoice::Auto,
             device: 0,
             threads: None,
+            dtype: Dtype::F32,
             retry: RetryConfig::default(),
             breaker: BreakerConfig::default(),
             budget: BudgetConfig::default(),
@@ -270,6 +275,7 @@ impl PartialEq for EngineConfig {
             && a.backend == b.backend
             && a.device == b.device
             && a.threads == b.threads
+            && a.dtype == b.dtype
             && a.retry == b.retry
             && a.breaker == b.breaker
             && a.budget == b.budget
@@ -298,15 +304,21 @@ impl EngineConfig {
 
     /// What a step runner is built from (in this process or in a worker process).
     pub fn runner_spec(&self) -> RunnerSpec {
+        // The reduced precisions have CPU kernels only.
+        let backend = match (self.backend, self.dtype) {
+            (BackendChoice::Auto, Dtype::Bf16 | Dtype::Int8) => BackendChoice::Cpu,
+            (backend, _) => backend,
+        };
         RunnerSpec {
             model: self.model.clone(),
-            backend: self.backend,
+            backend,
             device: self.device,
             threads: self.threads,
             retry: self.retry.clone(),
             breaker: self.breaker.clone(),
             budget: self.budget.clone(),
             seed: self.seed,
+            dtype: self.dtype,
             upload_attempts: self.step_replay.max_recovery_attempts,
             events: self.events.clone(),
         }
@@ -326,6 +338,15 @@ impl EngineConfig {
         }
         if let Some(threads) = self.threads {
             positive("threads", threads)?;
+        }
+        if self.backend == BackendChoice::Hip && self.dtype != Dtype::F32 {
+            return Err(ConfigError::new(
+                "dtype",
+                format!(
+                    "{} has CPU kernels only: use backend cpu (or auto), or dtype f32 on hip",
+                    self.dtype
+                ),
+            ));
         }
         let b = &self.batching;
         positive("batching.max_batch_tokens", b.max_batch_tokens)?;
@@ -454,7 +475,7 @@ impl EngineConfig {
 
     /// The defaults overridden by the variables `lookup` finds (empty values are ignored):
     ///
-    /// `HIPINFER_MODEL`, `HIPINFER_BACKEND`, `HIPINFER_DEVICE`, `HIPINFER_THREADS`,
+    /// `HIPINFER_MODEL`, `HIPINFER_BACKEND`, `HIPINFER_DEVICE`, `HIPINFER_THREADS`, `HIPINFER_DTYPE`,
     /// `HIPINFER_MAX_BATCH_TOKENS`, `HIPINFER_MAX_BATCH_REQUESTS`,
     /// `HIPINFER_MAX_CONCURRENT_REQUESTS`, `HIPINFER_MAX_INPUT_LENGTH`,
     /// `HIPINFER_MAX_CLIENT_BATCH_SIZE`, `HIPINFER_REQUEST_DEADLINE`, `HIPINFER_STEP_TIMEOUT`
@@ -520,6 +541,11 @@ impl EngineConfig {
         }
         if let Some(v) = get("HIPINFER_THREADS") {
             c.threads = Some(number(v)?);
+        }
+        if let Some((name, v)) = get("HIPINFER_DTYPE") {
+            c.dtype = v
+                .parse()
+                .map_err(|e: ConfigError| ConfigError::new(name, e.message))?;
         }
         if let Some(v) = get("HIPINFER_MAX_BATCH_TOKENS") {
             c.batching.max_batch_tokens = number(v)?;
@@ -644,6 +670,11 @@ impl EngineConfigBuilder {
 
     pub fn threads(mut self, threads: usize) -> Self {
         self.config.threads = Some(threads);
+        self
+    }
+
+    pub fn dtype(mut self, dtype: Dtype) -> Self {
+        self.config.dtype = dtype;
         self
     }
 

@@ -21,7 +21,7 @@ use crate::isolation::{Isolation, SupervisorFactory, WorkerStatus};
 use crate::model::{Encoding, LongInput, Model, Token, Truncation};
 use crate::retry::{Events, RetryPolicy, RetryState};
 use crate::step::{
-    self, FaultCounter, FaultTotals, LocalRunners, RunnerFactory, StepFailure, StepRunner,
+    self, FaultCounter, FaultTotals, LocalRunners, RunnerFactory, StepFailure, StepRunner, Upload,
 };
 
 use super::config::{EngineConfig, Fallback};
@@ -224,11 +224,11 @@ impl InferenceEngine {
         backend: B,
     ) -> Result<InferenceEngine, EngineError> {
         let backend = Mutex::new(Some(backend));
-        Self::in_process_with(config, move |model, policy, state, attempts| {
+        Self::in_process_with(config, move |model, policy, state, upload| {
             let backend = backend.lock().take().ok_or_else(|| {
                 StepFailure::fatal("backend", "the backend was handed over already")
             })?;
-            let given = GivenBackend::new(model, backend, policy, state, attempts)?;
+            let given = GivenBackend::new(model, backend, policy, state, upload)?;
             let first = given.make()?;
             Ok((Arc::new(given) as Arc<dyn RunnerFactory>, first))
         })
@@ -245,7 +245,7 @@ impl InferenceEngine {
         F: Fn() -> Result<B, HipError> + Send + Sync + 'static,
     {
         let make = Mutex::new(Some(make));
-        Self::in_process_with(config, move |model, policy, state, attempts| {
+        Self::in_process_with(config, move |model, policy, state, upload| {
             let make = make.lock().take().ok_or_else(|| {
                 StepFailure::fatal("backend", "the factory was handed over already")
             })?;
@@ -254,7 +254,7 @@ impl InferenceEngine {
                 model,
                 policy,
                 state,
-                upload_attempts: attempts,
+                upload,
             };
             let first = factory.make()?;
             Ok((Arc::new(factory) as Arc<dyn RunnerFactory>, first))
@@ -268,7 +268,7 @@ impl InferenceEngine {
             Arc<Model>,
             Arc<RetryPolicy>,
             RetryState,
-            u32,
+            Upload,
         )
             -> Result<(Arc<dyn RunnerFactory>, Box<dyn StepRunner>), StepFailure>,
     ) -> Result<InferenceEngine, EngineError> {
@@ -285,13 +285,8 @@ impl InferenceEngine {
         let spec = config.runner_spec();
         let retry_state = step::retry_state(&spec, &registry).map_err(EngineError::Backend)?;
         let policy = Arc::new(RetryPolicy::new(config.retry.clone())?);
-        let (factory, first) = build(
-            model.clone(),
-            policy,
-            retry_state.clone(),
-            config.step_replay.max_recovery_attempts,
-        )
-        .map_err(backend_error)?;
+        let (factory, first) = build(model.clone(), policy, retry_state.clone(), spec.upload())
+            .map_err(backend_error)?;
         let fallback = (config.fallback == Fallback::Cpu)
             .then(|| Arc::new(cpu_fallback(&spec, model.clone(), &retry_state)) as _);
         let backend = first.device().backend.to_string();

@@ -13,7 +13,7 @@ use crate::backend::{Backend, BackendChoice};
 use crate::error::HipError;
 use crate::model::Model;
 use crate::retry::{RetryPolicy, RetryState};
-use crate::step::{InProcess, LocalRunners, RunnerFactory, StepFailure, StepRunner};
+use crate::step::{InProcess, LocalRunners, RunnerFactory, StepFailure, StepRunner, Upload};
 
 /// The runner of a backend the caller handed over (`InferenceEngine::with_backend`): there is
 /// one, and no way to make another.
@@ -27,9 +27,9 @@ impl GivenBackend {
         backend: B,
         policy: Arc<RetryPolicy>,
         state: RetryState,
-        upload_attempts: u32,
+        upload: Upload,
     ) -> Result<Self, StepFailure> {
-        let runner = InProcess::new(model, backend, policy, state, upload_attempts)?;
+        let runner = InProcess::new(model, backend, policy, state, upload)?;
         Ok(GivenBackend {
             runner: Mutex::new(Some(Box::new(runner))),
         })
@@ -54,7 +54,7 @@ pub(crate) struct BackendFactory<F> {
     pub model: Arc<Model>,
     pub policy: Arc<RetryPolicy>,
     pub state: RetryState,
-    pub upload_attempts: u32,
+    pub upload: Upload,
 }
 
 impl<B, F> RunnerFactory for BackendFactory<F>
@@ -70,7 +70,7 @@ where
             backend,
             self.policy.clone(),
             self.state.clone(),
-            self.upload_attempts,
+            self.upload,
         )?;
         Ok(Box::new(runner))
     }

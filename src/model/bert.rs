@@ -6,24 +6,36 @@
 //! to the longest; padded tokens are masked out of attention and pooling, so padding changes no
 //! real token's result.
 
-use crate::backend::{Activation, Backend, Kernel, Word};
+use crate::backend::cpu::pack;
+use crate::backend::{Activation, Backend, Dtype, Kernel, Word};
 
 use super::config::BertConfig;
 use super::error::ModelError;
 use super::tokenizer::Encoding;
 use super::weights::WeightFile;
 
+/// A linear layer's weight on a backend: f32, or packed for reduced-precision products.
+enum LinearWeight<Buf> {
+    Dense(Buf),
+    Packed {
+        words: Buf,
+        scales: Option<Buf>,
+        sums: Option<Buf>,
+        dtype: Dtype,
+    },
+}
+
 /// One encoder layer's weights on a backend (Q, K and V fused into one matrix).
 struct LayerWeights<Buf> {
-    qkv_weight: Buf,
+    qkv_weight: LinearWeight<Buf>,
     qkv_bias: Buf,
-    attention_out_weight: Buf,
+    attention_out_weight: LinearWeight<Buf>,
     attention_out_bias: Buf,
     attention_norm_gamma: Buf,
     attention_norm_beta: Buf,
-    intermediate_weight: Buf,
+    intermediate_weight: LinearWeight<Buf>,
     intermediate_bias: Buf,
-    output_weight: Buf,
+    output_weight: LinearWeight<Buf>,
     output_bias: Buf,
     output_norm_gamma: Buf,
     output_norm_beta: Buf,
@@ -31,6 +43,7 @@ struct LayerWeights<Buf> {
 
 /// Every weight of the encoder, uploaded to a backend.
 pub struct DeviceWeights<Buf> {
+    dtype: Dtype,
     word: Buf,
     position: Buf,
     token_type: Buf,
@@ -42,8 +55,16 @@ pub struct DeviceWeights<Buf> {
 impl<Buf> std::fmt::Debug for DeviceWeights<Buf> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DeviceWeights")
+            .field("dtype", &self.dtype)
             .field("layers", &self.layers.len())
             .finish_non_exhaustive()
+    }
+}
+
+impl<Buf> DeviceWeights<Buf> {
+    /// The precision of the linear layers' weights.
+    pub fn dtype(&self) -> Dtype {
+        self.dtype
     }
 }
 
@@ -55,15 +76,91 @@ fn upload<B: Backend, T: Word>(backend: &B, values: &[T]) -> Result<B::Buffer, M
     Ok(buffer)
 }
 
+/// Uploads the `[n × k]` weight of a linear layer as `dtype`.
+fn upload_linear<B: Backend>(
+    backend: &B,
+    weight: &[f32],
+    (n, k): (usize, usize),
+    dtype: Dtype,
+) -> Result<LinearWeight<B::Buffer>, ModelError> {
+    if dtype == Dtype::F32 && !backend.packs_f32_weights() {
+        return Ok(LinearWeight::Dense(upload(backend, weight)?));
+    }
+    let packed = pack(dtype, weight, n, k);
+    let optional = |values: &[f32]| -> Result<Option<B::Buffer>, ModelError> {
+        if values.is_empty() {
+            Ok(None)
+        } else {
+            upload(backend, values).map(Some)
+        }
+    };
+    let sums: Vec<f32> = bytemuck::cast_slice(&packed.sums).to_vec();
+    Ok(LinearWeight::Packed {
+        words: upload(backend, &packed.words)?,
+        scales: optional(&packed.scales)?,
+        sums: optional(&sums)?,
+        dtype,
+    })
+}
+
+/// Launches `out[m×n] = act(input · weightᵀ + bias)` for a weight of any precision.
+#[allow(clippy::too_many_arguments)]
+fn linear<B: Backend>(
+    backend: &B,
+    input: &B::Buffer,
+    weight: &LinearWeight<B::Buffer>,
+    bias: &B::Buffer,
+    out: &mut B::Buffer,
+    (m, n, k): (usize, usize, usize),
+    activation: Activation,
+) -> Result<(), ModelError> {
+    let kernel = match weight {
+        LinearWeight::Dense(weight) => Kernel::Gemm {
+            input,
+            weight,
+            bias: Some(bias),
+            out,
+            m,
+            n,
+            k,
+            activation,
+        },
+        LinearWeight::Packed {
+            words,
+            scales,
+            sums,
+            dtype,
+        } => Kernel::GemmPacked {
+            input,
+            weight: words,
+            scales: scales.as_ref(),
+            sums: sums.as_ref(),
+            bias: Some(bias),
+            out,
+            m,
+            n,
+            k,
+            activation,
+            dtype: *dtype,
+        },
+    };
+    backend.launch(kernel).map_err(ModelError::device)
+}
+
 impl<Buf> DeviceWeights<Buf> {
-    /// Uploads every weight of `file` to `backend`.
+    /// Uploads every weight of `file` to `backend`, the linear layers' as `dtype`.
     pub fn upload<B: Backend<Buffer = Buf>>(
         backend: &B,
         file: &WeightFile,
         config: &BertConfig,
+        dtype: Dtype,
     ) -> Result<Self, ModelError> {
         let tensor =
             |name: &str| -> Result<B::Buffer, ModelError> { upload(backend, &file.f32(name)?) };
+        let (hidden, inter) = (config.hidden_size, config.intermediate_size);
+        let linear_tensor = |name: &str, shape: (usize, usize)| {
+            upload_linear(backend, &file.f32(name)?, shape, dtype)
+        };
         let mut layers = Vec::with_capacity(config.num_hidden_layers);
         for i in 0..config.num_hidden_layers {
             let name = |n: &str| format!("encoder.layer.{i}.{n}");
@@ -85,21 +182,28 @@ impl<Buf> DeviceWeights<Buf> {
                 "attention.self.value.bias",
             ])?;
             layers.push(LayerWeights {
-                qkv_weight: upload(backend, &qkv_weight)?,
+                qkv_weight: upload_linear(backend, &qkv_weight, (3 * hidden, hidden), dtype)?,
                 qkv_bias: upload(backend, &qkv_bias)?,
-                attention_out_weight: tensor(&name("attention.output.dense.weight"))?,
+                attention_out_weight: linear_tensor(
+                    &name("attention.output.dense.weight"),
+                    (hidden, hidden),
+                )?,
                 attention_out_bias: tensor(&name("attention.output.dense.bias"))?,
                 attention_norm_gamma: tensor(&name("attention.output.LayerNorm.weight"))?,
                 attention_norm_beta: tensor(&name("attention.output.LayerNorm.bias"))?,
-                intermediate_weight: tensor(&name("intermediate.dense.weight"))?,
+                intermediate_weight: linear_tensor(
+                    &name("intermediate.dense.weight"),
+                    (inter, hidden),
+                )?,
                 intermediate_bias: tensor(&name("intermediate.dense.bias"))?,
-                output_weight: tensor(&name("output.dense.weight"))?,
+                output_weight: linear_tensor(&name("output.dense.weight"), (hidden, inter))?,
                 output_bias: tensor(&name("output.dense.bias"))?,
                 output_norm_gamma: tensor(&name("output.LayerNorm.weight"))?,
                 output_norm_beta: tensor(&name("output.LayerNorm.bias"))?,
             });
         }
         Ok(DeviceWeights {
+            dtype,
             word: tensor("embeddings.word_embeddings.weight")?,
             position: tensor("embeddings.position_embeddings.weight")?,
             token_type: tensor("embeddings.token_type_embeddings.weight")?,
@@ -212,24 +316,21 @@ pub fn forward_reading<B: Backend>(
 
     for layer in &weights.layers {
         let gemm = |input: &B::Buffer,
-                    weight: &B::Buffer,
+                    weight: &LinearWeight<B::Buffer>,
                     bias: &B::Buffer,
                     out: &mut B::Buffer,
                     n: usize,
                     k: usize,
                     activation| {
-            backend
-                .launch(Kernel::Gemm {
-                    input,
-                    weight,
-                    bias: Some(bias),
-                    out,
-                    m: tokens,
-                    n,
-                    k,
-                    activation,
-                })
-                .map_err(device)
+            linear(
+                backend,
+                input,
+                weight,
+                bias,
+                out,
+                (tokens, n, k),
+                activation,
+            )
         };
         gemm(
             &hidden_states,

@@ -100,7 +100,7 @@ impl ModelConfig {
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return bad(format!("{name} must be positive"));
         }
-        if bert.hidden_size % bert.num_attention_heads != 0 {
+        if !bert.hidden_size.is_multiple_of(bert.num_attention_heads) {
             return bad(format!(
                 "hidden_size {} is not a multiple of num_attention_heads {}",
                 bert.hidden_size, bert.num_attention_heads

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 
-use crate::backend::Backend;
+use crate::backend::{Backend, Dtype};
 
 pub use bert::{forward, forward_reading, DeviceWeights, Readout};
 pub use config::{BertConfig, ModelConfig};
@@ -160,9 +160,14 @@ impl<B: Backend> std::fmt::Debug for Embedder<B> {
 }
 
 impl<B: Backend> Embedder<B> {
-    /// Uploads the model's weights to `backend`.
+    /// Uploads the model's weights to `backend` (f32).
     pub fn new(model: Arc<Model>, backend: B) -> Result<Self, ModelError> {
-        let weights = DeviceWeights::upload(&backend, &model.weights, &model.config.bert)?;
+        Self::with_dtype(model, backend, Dtype::F32)
+    }
+
+    /// Uploads the model's weights to `backend`, the linear layers' as `dtype`.
+    pub fn with_dtype(model: Arc<Model>, backend: B, dtype: Dtype) -> Result<Self, ModelError> {
+        let weights = DeviceWeights::upload(&backend, &model.weights, &model.config.bert, dtype)?;
         Ok(Embedder {
             model,
             backend,
@@ -187,11 +192,21 @@ impl<B: Backend> Embedder<B> {
         &self.backend
     }
 
+    /// The precision of the linear layers' weights.
+    pub fn dtype(&self) -> Dtype {
+        self.weights.read().dtype()
+    }
+
     /// Uploads the weights again (after a backend reset invalidated the old buffers).
     pub fn reupload(&self) -> Result<(), ModelError> {
         let mut weights = self.weights.write();
-        *weights =
-            DeviceWeights::upload(&self.backend, &self.model.weights, &self.model.config.bert)?;
+        let dtype = weights.dtype();
+        *weights = DeviceWeights::upload(
+            &self.backend,
+            &self.model.weights,
+            &self.model.config.bert,
+            dtype,
+        )?;
         Ok(())
     }
 

@@ -26,11 +26,11 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
 /// to the microsecond (`10ms`, `1.5s`, `250us`).
 pub fn format_duration(duration: Duration) -> String {
     let micros = duration.as_micros();
-    if micros % 1_000_000 == 0 && micros > 0 {
+    if micros.is_multiple_of(1_000_000) && micros > 0 {
         format!("{}s", micros / 1_000_000)
     } else if micros >= 1_000_000 {
         format!("{}s", duration.as_secs_f64())
-    } else if micros % 1_000 == 0 {
+    } else if micros.is_multiple_of(1_000) {
         format!("{}ms", micros / 1_000)
     } else {
         format!("{micros}us")

@@ -9,6 +9,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
+use crate::backend::Dtype;
+
 use super::auth;
 use super::error::ApiError;
 use super::schema::HealthBody;
@@ -118,7 +120,11 @@ pub async fn info(State(app): State<AppState>) -> Response {
     Json(json!({
         "model_id": &*app.model_name,
         "served_model_names": [&*app.model_name, format!("<organisation>/{}", &*app.model_name)],
-        "model_dtype": "float32",
+        "model_dtype": match config.dtype {
+            Dtype::F32 => "float32",
+            Dtype::Bf16 => "bfloat16",
+            Dtype::Int8 => "int8",
+        },
         "model_type": {"embedding": {"pooling": "mean"}},
         "dimensions": engine.model().dimensions(),
         "backend": active,

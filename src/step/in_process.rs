@@ -13,6 +13,7 @@ use crate::retry::{BreakerState, RetryPolicy, RetryState};
 
 use super::contract::{FailureScope, StepFailure, StepOutput, StepRunner};
 use super::report::RetryReport;
+use super::spec::Upload;
 
 /// Steps in this process: the model's weights on a backend whose every call is retried.
 pub struct InProcess<B: Backend<Error = HipError>> {
@@ -28,24 +29,29 @@ impl<B: Backend<Error = HipError>> std::fmt::Debug for InProcess<B> {
 }
 
 impl<B: Backend<Error = HipError>> InProcess<B> {
-    /// Wraps `backend` in the retry layer and uploads the weights; an upload that fails on the
-    /// device (not for a Fatal reason) is tried again after a reset, up to `upload_attempts`
-    /// times in all. A reset that fails with a sticky code ends the tries at once: the device
+    /// Wraps `backend` in the retry layer and uploads the weights as `upload.dtype`; an upload
+    /// that fails on the device (not for a Fatal reason) is tried again after a reset, up to
+    /// `upload.attempts` times in all. A reset that fails with a sticky code ends the tries at once: the device
     /// is lost for this process.
     pub fn new(
         model: Arc<Model>,
         backend: B,
         policy: Arc<RetryPolicy>,
         state: RetryState,
-        upload_attempts: u32,
+        upload: Upload,
     ) -> Result<Self, StepFailure> {
         let resilient = Resilient::new(backend, policy, state);
         let mut attempt = 1;
         let weights = loop {
-            match DeviceWeights::upload(&resilient, model.weights(), &model.config().bert) {
+            match DeviceWeights::upload(
+                &resilient,
+                model.weights(),
+                &model.config().bert,
+                upload.dtype,
+            ) {
                 Ok(weights) => break weights,
                 Err(error)
-                    if attempt < upload_attempts
+                    if attempt < upload.attempts
                         && error.recovery().is_some_and(|r| r != Recovery::Fatal) =>
                 {
                     tracing::warn!(attempt, "uploading the weights failed, resetting: {error}");

@@ -184,7 +184,7 @@ impl LocalRunners {
             RetryPolicy::new(self.spec.retry.clone())
                 .map_err(|e| StepFailure::fatal("retry", e.to_string()))?,
         );
-        let attempts = self.spec.upload_attempts;
+        let upload = self.spec.upload();
         let n = self.made.fetch_add(1, Ordering::Relaxed);
         let Some(plan) = &self.faults else {
             let runner = InProcess::new(
@@ -192,7 +192,7 @@ impl LocalRunners {
                 backend,
                 policy,
                 self.retry_state.clone(),
-                attempts,
+                upload,
             )?;
             return Ok(Box::new(runner));
         };
@@ -218,7 +218,7 @@ impl LocalRunners {
             faulty,
             policy,
             self.retry_state.clone(),
-            attempts,
+            upload,
         )?;
         Ok(Box::new(runner))
     }

@@ -13,4 +13,4 @@ pub use contract::{FailureScope, RunnerFactory, StepFailure, StepOutput, StepRun
 pub use in_process::{probe_kernel, InProcess};
 pub use local::{retry_state, FaultCounter, FaultTotals, LocalRunners};
 pub use report::{RetryRecord, RetryReport, RetryScope};
-pub use spec::RunnerSpec;
+pub use spec::{RunnerSpec, Upload};

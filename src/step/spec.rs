@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::backend::BackendChoice;
+use crate::backend::{BackendChoice, Dtype};
 use crate::retry::{BreakerConfig, BudgetConfig, RetryConfig};
 
 /// Everything a step runner needs but the faults to inject (those travel apart, so that a
@@ -25,8 +25,29 @@ pub struct RunnerSpec {
     pub budget: BudgetConfig,
     /// Seeds the retry jitter.
     pub seed: Option<u64>,
+    /// The precision of the linear layers' weights.
+    pub dtype: Dtype,
     /// Tries at uploading the weights (each after a reset) before a runner fails to start.
     pub upload_attempts: u32,
     /// The recovery log (JSON lines, appended), when one is kept.
     pub events: Option<PathBuf>,
+}
+
+impl RunnerSpec {
+    /// How this spec's runners upload the weights.
+    pub fn upload(&self) -> Upload {
+        Upload {
+            attempts: self.upload_attempts,
+            dtype: self.dtype,
+        }
+    }
+}
+
+/// How a runner uploads the model's weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Upload {
+    /// Tries (each after a reset) before the runner fails to start.
+    pub attempts: u32,
+    /// The precision of the linear layers' weights.
+    pub dtype: Dtype,
 }

@@ -1,7 +1,7 @@
 //! Runs one test body on every backend this build and machine have.
 #![allow(dead_code)]
 
-use hipinfer::backend::{Backend, CpuBackend, Word};
+use hipinfer::backend::{Backend, CpuBackend, SimdLevel, Word};
 
 /// Uploads `values` into a new buffer.
 pub fn upload<B: Backend, T: Word>(backend: &B, values: &[T]) -> B::Buffer {
@@ -27,6 +27,25 @@ pub fn cpu() -> CpuBackend {
     CpuBackend::with_threads(2).expect("cpu backend")
 }
 
+/// The CPU backend (two threads) at each SIMD level this machine has, the lower ones forced,
+/// each with its level's name.
+pub fn cpu_at_each_level() -> Vec<(SimdLevel, CpuBackend)> {
+    let levels = SimdLevel::available();
+    eprintln!(
+        "CPU levels on this machine: {:?}",
+        levels.iter().map(|l| l.as_str()).collect::<Vec<_>>()
+    );
+    levels
+        .into_iter()
+        .map(|level| {
+            (
+                level,
+                CpuBackend::with_level(2, level).expect("cpu backend"),
+            )
+        })
+        .collect()
+}
+
 /// The HIP backend when this build has it and a device answers; `None` (with the reason
 /// printed) otherwise.
 #[cfg(feature = "hip")]
@@ -41,7 +60,7 @@ pub fn hip() -> Option<hipinfer::backend::HipBackend> {
 }
 
 /// `backend_tests!(name => body_fn, …)` makes `mod name { cpu, hip }` tests calling
-/// `body_fn(&backend)` on each backend.
+/// `body_fn(&backend)` on each backend (the CPU's at each of its SIMD levels).
 #[macro_export]
 macro_rules! backend_tests {
     ($($name:ident => $body:path),* $(,)?) => {
@@ -49,7 +68,10 @@ macro_rules! backend_tests {
             mod $name {
                 #[test]
                 fn cpu() {
-                    $body(&$crate::support::backends::cpu());
+                    for (level, backend) in $crate::support::backends::cpu_at_each_level() {
+                        eprintln!("at {level}");
+                        $body(&backend);
+                    }
                 }
 
                 #[cfg(feature = "hip")]

@@ -93,6 +93,9 @@ impl<B: Backend<Error = HipError>, H: Hooks> Backend for Wrapped<B, H> {
     fn info(&self) -> DeviceInfo {
         self.inner.info()
     }
+    fn packs_f32_weights(&self) -> bool {
+        self.inner.packs_f32_weights()
+    }
     fn allocate(&self, len: usize) -> Result<B::Buffer, HipError> {
         self.inner.allocate(len)
     }

@@ -15,7 +15,7 @@
 
 use rayon::prelude::*;
 
-use super::math::{with_simd, BiasActivation};
+use super::math::{empty_product, with_simd, BiasActivation};
 
 /// Below this many input rows, products take this path instead of faer.
 pub const FEW_ROWS: usize = 16;
@@ -41,12 +41,7 @@ pub fn few_rows_times_weight(
     let input = &input[..m * k];
     let out = &mut out[..m * n];
     if k == 0 {
-        // Empty products: every output is act(bias).
-        out.fill(0.0);
-        for row in out.chunks_mut(n) {
-            with_simd(BiasActivation { row, bias, gelu });
-        }
-        return;
+        return empty_product(out, n, bias, gelu);
     }
     if !parallel {
         with_simd(Block {

@@ -1,14 +1,24 @@
 //! Scalar math the CPU kernels share, written to auto-vectorise, and [`with_simd`] to compile the
 //! loops that use it for the widest vector unit the CPU has.
 
-/// Runs `kernel` with the CPU's best vector instructions enabled (AVX-512 or AVX2 + FMA, detected
-/// at run time by `pulp`, faer's SIMD layer). The kernels below are `pulp::WithSimd` types whose
-/// `with_simd` is `#[inline(always)]`: their loops are compiled inside the target-feature context
-/// and vectorise 8 or 16 wide instead of the 4 of baseline x86-64. (A closure would not do: it is
-/// compiled on its own, without the features.)
+/// Runs `kernel` with the vector instructions of this thread's level enabled (AVX-512 or AVX2 +
+/// FMA, detected at run time by `pulp`, faer's SIMD layer, and cappable: see `level.rs`). The
+/// kernels below are `pulp::WithSimd` types whose `with_simd` is `#[inline(always)]`: their loops
+/// are compiled inside the target-feature context and vectorise 16 or 8 wide instead of the 4 of
+/// baseline x86-64. (A closure would not do: it is compiled on its own, without the features.)
 #[inline(always)]
 pub fn with_simd<K: pulp::WithSimd>(kernel: K) -> K::Output {
-    pulp::Arch::new().dispatch(kernel)
+    use super::level::{current, SimdLevel};
+    use pulp::Simd;
+    match current() {
+        SimdLevel::Portable => Simd::vectorize(pulp::Scalar::new(), kernel),
+        #[cfg(target_arch = "x86_64")]
+        SimdLevel::Avx2 => match pulp::x86::V3::try_new() {
+            Some(v3) => Simd::vectorize(v3, kernel),
+            None => Simd::vectorize(pulp::Scalar::new(), kernel),
+        },
+        _ => pulp::Arch::new().dispatch(kernel),
+    }
 }
 
 /// `row = act(row + bias)`: the GEMM epilogue.
@@ -34,6 +44,15 @@ impl pulp::WithSimd for BiasActivation<'_> {
                 .zip(bias)
                 .for_each(|(x, b)| *x = gelu(*x + b)),
         }
+    }
+}
+
+/// The product of an empty inner dimension (`k = 0`): every output of each `n`-wide row is
+/// `act(bias)`.
+pub fn empty_product(out: &mut [f32], n: usize, bias: Option<&[f32]>, gelu: bool) {
+    out.fill(0.0);
+    for row in out.chunks_mut(n) {
+        with_simd(BiasActivation { row, bias, gelu });
     }
 }
 

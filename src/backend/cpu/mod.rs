@@ -8,11 +8,15 @@ mod attention;
 mod few_rows;
 mod gemm;
 mod kernels;
+pub mod level;
 pub mod math;
+pub mod packed;
+mod reduced;
 mod spread;
 
 use std::sync::Arc;
 
+use crate::backend::Dtype;
 use crate::error::{HipError, Op};
 
 use super::allocator::{CachingAllocator, PooledBlock, RawMemory};
@@ -21,6 +25,9 @@ use super::kernel::Kernel;
 use super::traits::{Backend, DeviceInfo, Word};
 
 pub use attention::AttentionShape;
+pub use level::SimdLevel;
+pub use packed::{pack, PackedWeight};
+pub use reduced::{gemm_packed, PackedRef};
 pub use spread::Spread;
 
 /// Attention multiply-adds that cost about as much as one value of an element-wise kernel, for
@@ -81,6 +88,7 @@ pub struct CpuBackend {
     allocator: CachingAllocator<HostMemory>,
     pool: Arc<rayon::ThreadPool>,
     threads: usize,
+    level: SimdLevel,
 }
 
 impl CpuBackend {
@@ -89,12 +97,29 @@ impl CpuBackend {
         Self::with_threads(std::thread::available_parallelism().map_or(1, |n| n.get()))
     }
 
-    /// A backend with `threads` worker threads (at least 1).
+    /// A backend with `threads` worker threads (at least 1), at this process's SIMD level.
     pub fn with_threads(threads: usize) -> Result<Self, HipError> {
+        Self::with_level(threads, SimdLevel::for_process())
+    }
+
+    /// A backend whose kernels use the instructions of `level` at most (to test and measure the
+    /// lower levels on a wider CPU); a level the CPU does not have is an error naming it.
+    pub fn with_level(threads: usize, level: SimdLevel) -> Result<Self, HipError> {
+        if !level.is_supported() {
+            return Err(HipError::new(801, Op::Init).with_detail(format!(
+                "this CPU does not have the {level} instructions (it has: {})",
+                SimdLevel::available()
+                    .iter()
+                    .map(|l| l.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
         let threads = threads.max(1);
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .thread_name(|i| format!("hipinfer-cpu-{i}"))
+            .start_handler(move |_| level::set_for_thread(level))
             .build()
             .map_err(|e| {
                 HipError::new(304, Op::Init)
@@ -104,7 +129,13 @@ impl CpuBackend {
             allocator: CachingAllocator::new(HostMemory),
             pool: Arc::new(pool),
             threads,
+            level,
         })
+    }
+
+    /// The instructions its kernels use.
+    pub fn level(&self) -> SimdLevel {
+        self.level
     }
 
     pub fn threads(&self) -> usize {
@@ -184,6 +215,47 @@ impl CpuBackend {
                     self.pool.install(run)
                 }
             }
+            Kernel::GemmPacked {
+                input,
+                weight,
+                scales,
+                sums,
+                bias,
+                out,
+                m,
+                n,
+                k,
+                activation,
+                dtype,
+            } => {
+                let weight = PackedRef {
+                    dtype,
+                    words: weight.as_u32(),
+                    scales: scales.map_or(&[][..], |s| s.as_f32()),
+                    sums: sums.map_or(&[][..], |s| bytemuck::cast_slice(s.as_f32())),
+                };
+                let bias = bias.map(|b| &b.as_f32()[..n]);
+                let (input, out) = (input.as_f32(), out.as_f32_mut());
+                let gelu = activation == crate::backend::Activation::Gelu;
+                if dtype == Dtype::Int8 && self.level < SimdLevel::Avx512Vnni {
+                    static WARNED: std::sync::Once = std::sync::Once::new();
+                    WARNED.call_once(|| {
+                        tracing::warn!(
+                            level = %self.level,
+                            "int8 without AVX-512 VNNI runs on portable integer code, slower \
+                             than f32 here: bf16 or f32 is faster on this CPU"
+                        )
+                    });
+                }
+                let macs = m.saturating_mul(n).saturating_mul(k);
+                let parallel = threads > 1 && macs >= gemm::PARALLEL_MIN_MACS;
+                let mut run = || gemm_packed(input, weight, bias, out, (m, n, k), gelu, parallel);
+                if parallel {
+                    self.pool.install(run)
+                } else {
+                    run()
+                }
+            }
             Kernel::Gelu { x, len } => {
                 let x = &mut x.as_f32_mut()[..len];
                 self.spread(len, |spread| kernels::gelu(x, spread));
@@ -261,23 +333,18 @@ impl Backend for CpuBackend {
     type Buffer = CpuBuffer;
     type Error = HipError;
 
+    /// From AVX-512 up, the packed tiles match faer at many rows and beat it at a few (faer
+    /// packs the weight on every call); below, faer and the few-row kernel stay.
+    fn packs_f32_weights(&self) -> bool {
+        self.level >= SimdLevel::Avx512
+    }
+
     fn info(&self) -> DeviceInfo {
-        let mut arch = std::env::consts::ARCH.to_string();
-        #[cfg(target_arch = "x86_64")]
-        for (feature, present) in [
-            ("avx2", std::arch::is_x86_feature_detected!("avx2")),
-            ("fma", std::arch::is_x86_feature_detected!("fma")),
-            ("avx512f", std::arch::is_x86_feature_detected!("avx512f")),
-        ] {
-            if present {
-                arch.push('+');
-                arch.push_str(feature);
-            }
-        }
+        let arch = format!("{}+{}", std::env::consts::ARCH, self.level);
         DeviceInfo {
             backend: "cpu",
             device: 0,
-            name: "CPU".into(),
+            name: level::cpu_model(),
             arch,
             total_memory: 0,
             compute_units: self.threads as u32,
@@ -327,7 +394,7 @@ impl Backend for CpuBackend {
 
     fn launch(&self, kernel: Kernel<'_, CpuBuffer>) -> Result<(), HipError> {
         kernel.validate(|b| b.len)?;
-        self.run(kernel)
+        level::at(self.level, || self.run(kernel))
     }
 
     fn synchronize(&self) -> Result<(), HipError> {

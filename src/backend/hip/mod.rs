@@ -221,6 +221,13 @@ fn plan(kernel: &Kernel<'_, HipBuffer>) -> Result<Launch, HipError> {
                 Int(i32::from(*activation == Activation::Gelu)),
             ],
         }),
+        Kernel::GemmPacked { dtype, .. } => {
+            return Err(HipError::new(801, Op::Launch)
+                .with_kernel(KernelId::GemmPacked.symbol())
+                .with_detail(format!(
+                    "{dtype} weights run on the CPU backend only; use dtype f32 on HIP"
+                )))
+        }
         Kernel::Gelu { x, len } => one_d(*len, vec![Pointer(x.address()), Int(dim(*len, "len")?)]),
         Kernel::Add { x, y, len } => one_d(
             *len,

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use hipinfer::backend::{self, Backend};
+use hipinfer::backend::{self, Backend, Dtype, SimdLevel};
 use serde_json::json;
 
 use crate::args::InfoArgs;
@@ -20,7 +20,10 @@ pub fn info(args: InfoArgs) -> Result<ExitCode, Failure> {
     let output = json!({
         "version": env!("CARGO_PKG_VERSION"),
         "backends": {
-            "cpu": {"available": true, "arch": cpu.arch, "threads": cpu.compute_units},
+            "cpu": {"available": true, "name": cpu.name, "arch": cpu.arch,
+                    "threads": cpu.compute_units,
+                    "levels": SimdLevel::available().iter().map(|l| l.as_str()).collect::<Vec<_>>(),
+                    "dtypes": Dtype::ALL.iter().map(|d| d.as_str()).collect::<Vec<_>>()},
             "hip": hip,
         },
         "hip_compiled": backend::HIP_COMPILED,

@@ -5,8 +5,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hipinfer::backend::{self, Backend, SelectedBackend};
+use hipinfer::backend::{self, Backend, Dtype, SelectedBackend};
 use hipinfer::chaos::percentile;
+use hipinfer::engine::EngineConfig;
 use hipinfer::model::{Embedder, Encoding, Model};
 use serde_json::json;
 
@@ -20,10 +21,18 @@ fn with_embedder(
     job: &mut dyn FnMut(&dyn EmbedJob) -> Result<(), Failure>,
 ) -> Result<(), Failure> {
     let model = Arc::new(Model::load(common.model_dir())?);
-    match backend::open(common.backend(), common.device(), common.threads)? {
-        SelectedBackend::Cpu(cpu) => job(&Embedder::new(model, cpu)?),
+    // The engine's own rules: reduced precisions choose the CPU under `auto`, refuse `hip`.
+    let config = EngineConfig {
+        backend: common.backend(),
+        dtype: common.dtype(),
+        ..EngineConfig::default()
+    };
+    config.validate()?;
+    let spec = config.runner_spec();
+    match backend::open(spec.backend, common.device(), common.threads)? {
+        SelectedBackend::Cpu(cpu) => job(&Embedder::with_dtype(model, cpu, spec.dtype)?),
         #[cfg(feature = "hip")]
-        SelectedBackend::Hip(hip) => job(&Embedder::new(model, hip)?),
+        SelectedBackend::Hip(hip) => job(&Embedder::with_dtype(model, hip, spec.dtype)?),
     }
 }
 
@@ -32,6 +41,9 @@ trait EmbedJob {
     fn model(&self) -> &Model;
     fn backend_name(&self) -> &'static str;
     fn threads(&self) -> u32;
+    fn dtype(&self) -> Dtype;
+    /// The CPU's model and the vector instructions the kernels use.
+    fn arch(&self) -> String;
     fn embed(&self, batch: &[Encoding], normalize: bool) -> Result<Vec<Vec<f32>>, Failure>;
 }
 
@@ -46,6 +58,15 @@ impl<B: Backend> EmbedJob for Embedder<B> {
 
     fn threads(&self) -> u32 {
         self.backend().info().compute_units
+    }
+
+    fn dtype(&self) -> Dtype {
+        Embedder::dtype(self)
+    }
+
+    fn arch(&self) -> String {
+        let info = self.backend().info();
+        format!("{} ({})", info.name, info.arch)
     }
 
     fn embed(&self, batch: &[Encoding], normalize: bool) -> Result<Vec<Vec<f32>>, Failure> {
@@ -138,6 +159,7 @@ pub fn bench(args: BenchArgs) -> Result<ExitCode, Failure> {
                 backend: Some(config.backend),
                 device: Some(config.device),
                 threads: config.threads,
+                dtype: Some(config.dtype),
             }
         }
         None => args.common.clone(),
@@ -175,6 +197,8 @@ pub fn bench(args: BenchArgs) -> Result<ExitCode, Failure> {
             "seq": args.seq,
             "threads": embedder.threads(),
             "backend": embedder.backend_name(),
+            "dtype": embedder.dtype().as_str(),
+            "arch": embedder.arch(),
             "batches": times.len(),
             "tokens_per_second": (args.batch * args.seq * times.len()) as f64 / (total_ms / 1e3),
             "ms_per_batch_median": percentile(&times, 0.5),
