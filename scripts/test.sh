@@ -22,6 +22,24 @@ else
     echo "note: hipcc not found, so the --features hip build was not tested" \
          "(apt-get install -y --no-install-recommends hipcc libamdhip64-dev g++)"
 fi
+# The CUDA build: the same kernels compiled by nvcc into fatbins, the driver loaded at run time.
+# Without an NVIDIA driver the CUDA tests print "SKIPPED on cuda" (HIPINFER_REQUIRE_GPU=1 makes
+# that a failure, as on the lent GPU machine); the check that it does fail runs here too.
+if [ -z "${NVCC:-}" ] && [ -x "$HOME/.cache/hipinfer/cuda-13.0/nvidia/cu13/bin/nvcc" ]; then
+    export NVCC=$HOME/.cache/hipinfer/cuda-13.0/nvidia/cu13/bin/nvcc
+fi
+if [ -n "${NVCC:-}" ] || command -v nvcc >/dev/null 2>&1; then
+    cargo test --features cuda --lib --test kernels --test backend_choice --test hip_error_classes
+    if ! command -v nvidia-smi >/dev/null 2>&1 &&
+        HIPINFER_REQUIRE_GPU=1 cargo test --features cuda --quiet --test backend_choice \
+            >/dev/null 2>&1; then
+        echo "error: HIPINFER_REQUIRE_GPU=1 passed on a machine without a GPU" >&2
+        exit 1
+    fi
+else
+    echo "note: nvcc not found, so the --features cuda build was not tested" \
+         "(bash scripts/install-cuda-toolchain.sh)"
+fi
 # The clients people use (OpenAI's, Hugging Face's, from PyPI) against a live server.
 HIPINFER_BIN=./target/debug/hipinfer bash scripts/client-compat.sh
 if command -v promtool >/dev/null 2>&1; then

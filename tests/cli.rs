@@ -150,11 +150,11 @@ fn errors_are_one_clear_line_and_exit_1() {
         "{stderr}"
     );
     let output = hipinfer()
-        .args(["embed", "--backend", "cuda", "hi"])
+        .args(["embed", "--backend", "rocm", "hi"])
         .output()
         .unwrap();
     assert!(!output.status.success());
-    assert!(String::from_utf8_lossy(&output.stderr).contains("not one of auto, cpu, hip"));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("not one of auto, cpu, hip, cuda"));
 }
 
 #[test]

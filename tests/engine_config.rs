@@ -153,7 +153,7 @@ fn the_environment_overrides_the_defaults_and_names_bad_variables() {
         ("HIPINFER_MAX_BATCH_TOKENS", "lots"),
         ("HIPINFER_ISOLATION", "container"),
         ("HIPINFER_REQUEST_DEADLINE", "-1"),
-        ("HIPINFER_BACKEND", "cuda"),
+        ("HIPINFER_BACKEND", "rocm"),
     ] {
         let error = EngineConfig::from_lookup(lookup(&[(name, value)])).unwrap_err();
         assert_eq!(error.field, name, "{error}");

@@ -217,3 +217,31 @@ fn benign_codes_are_treated_as_success_and_nothing_else_is() {
         assert_eq!(error.code(), code);
     }
 }
+
+#[test]
+fn cuda_only_codes_are_classified_and_never_shadow_a_hip_code() {
+    use hipinfer::error::codes::CUDA_ONLY_CODES;
+
+    assert!(CUDA_ONLY_CODES.windows(2).all(|w| w[0].code < w[1].code));
+    for info in CUDA_ONLY_CODES {
+        assert!(
+            HIP_CODES.iter().all(|hip| hip.code != info.code),
+            "{} shadows a HIP code",
+            info.code
+        );
+    }
+    let class = |code| HipError::new(code, Op::Launch).recovery();
+    for code in [714, 715, 716, 717, 718, 220] {
+        assert_eq!(class(code), Recovery::Reset, "code {code}");
+    }
+    for code in [221, 222, 223, 34, 36, 804] {
+        assert_eq!(class(code), Recovery::Fatal, "code {code}");
+    }
+    assert_eq!(class(46), Recovery::Retry);
+    // Shared codes keep their HIP meaning.
+    assert_eq!(class(700), Recovery::Reset);
+    assert_eq!(
+        HipError::new(222, Op::ModuleLoad).name(),
+        "CUDA_ERROR_UNSUPPORTED_PTX_VERSION"
+    );
+}

@@ -422,7 +422,49 @@ fn bad_shapes_are_errors_not_panics<B: Backend<Error = hipinfer::HipError>>(back
     assert!(backend.copy_to_device(&[1.0f32; 3], &mut tiny).is_err());
 }
 
+/// After a reset, buffers of the old context are refused — by copies and launches alike, with a
+/// clear error — and fresh ones work.
+fn stale_buffers_are_refused_after_a_reset<B: Backend<Error = hipinfer::HipError>>(backend: &B) {
+    let mut old = upload(backend, &[1.0f32, 2.0, 3.0, 4.0]);
+    backend.reset().unwrap();
+    let mut host = [0.0f32; 4];
+    for error in [
+        backend.copy_to_host(&old, &mut host).unwrap_err(),
+        backend.copy_to_device(&host, &mut old).unwrap_err(),
+        backend
+            .launch(Kernel::Gelu {
+                x: &mut old,
+                len: 4,
+            })
+            .unwrap_err(),
+    ] {
+        assert_eq!(error.code(), 400, "{error}");
+        assert!(error.is_permanent(), "{error}");
+        assert!(
+            error.to_string().contains("before a device reset"),
+            "{error}"
+        );
+    }
+    let mut fresh = upload(backend, &[1.0f32, -1.0, 0.5, 0.0]);
+    backend
+        .launch(Kernel::Gelu {
+            x: &mut fresh,
+            len: 4,
+        })
+        .unwrap();
+    let values = download(backend, &fresh, 4);
+    assert!((values[0] - 0.841_344_7).abs() < 1e-5, "{values:?}");
+}
+
+#[test]
+fn stale_buffers_are_refused_through_the_fault_backend() {
+    use hipinfer::backend::{CpuBackend, FaultPlan, FaultyBackend};
+    let faulty = FaultyBackend::new(CpuBackend::with_threads(1).unwrap(), FaultPlan::new(1));
+    stale_buffers_are_refused_after_a_reset(&faulty);
+}
+
 backend_tests! {
+    stale_buffers => super::stale_buffers_are_refused_after_a_reset,
     gemm => super::gemm_matches_reference,
     gelu_and_add => super::gelu_and_add_match_reference,
     embed => super::embed_matches_reference,

@@ -241,3 +241,159 @@ fn a_model_loaded_for_inference_needs_no_tokenizer_and_says_so_when_asked() {
     );
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// Token ids outside the vocabulary (a tokenizer that is not the model's) and token types outside
+/// the model's are refused on the host, naming the input, the id and the vocabulary size, before
+/// any device work — on a GPU they would be an out-of-bounds read of the embedding table.
+#[test]
+fn out_of_vocabulary_ids_are_refused_before_any_device_work() {
+    use hipinfer::backend::{FaultPlan, FaultyBackend};
+    use hipinfer::model::Encoding;
+    let dir = tiny_model::write("bad-ids");
+    let model = Arc::new(Model::load(&dir).unwrap());
+    let vocab = model.config().bert.vocab_size as u32;
+    let good = Encoding {
+        ids: vec![2, 4, 3],
+        type_ids: vec![0, 0, 0],
+    };
+    let bad_id = Encoding {
+        ids: vec![2, vocab, 3],
+        type_ids: vec![0, 0, 0],
+    };
+    let bad_type = Encoding {
+        ids: vec![2, 4, 3],
+        type_ids: vec![0, 7, 0],
+    };
+    let check = |result: Result<Vec<Vec<f32>>, ModelError>, needle: &str| {
+        let error = result.unwrap_err();
+        assert!(
+            matches!(error, ModelError::Input { index: 1, .. }),
+            "{error}"
+        );
+        assert!(error.to_string().contains(needle), "{error}");
+        assert!(
+            error.recovery().is_none(),
+            "a bad input is not a device fault"
+        );
+    };
+    let cpu = Embedder::new(model.clone(), CpuBackend::with_threads(1).unwrap()).unwrap();
+    let vocab_text = format!("token id {vocab} at position 1 is outside the vocabulary of {vocab}");
+    check(
+        cpu.embed_encodings(&[good.clone(), bad_id.clone()], true),
+        &vocab_text,
+    );
+    check(
+        cpu.embed_encodings(&[good.clone(), bad_type.clone()], true),
+        "token type 7",
+    );
+    // Through the fault backend with the next launch scripted to fault: the bad batch never
+    // reaches it (the fault is still pending afterwards), the next good batch does.
+    let faulty = FaultyBackend::new(CpuBackend::with_threads(1).unwrap(), FaultPlan::new(1));
+    let embedder = Embedder::new(model, faulty).unwrap();
+    embedder.backend().script(hipinfer::Op::Launch, 2, 1);
+    check(
+        embedder.embed_encodings(&[good.clone(), bad_id], true),
+        &vocab_text,
+    );
+    assert_eq!(embedder.backend().injected(2), 0, "no launch was made");
+    assert!(embedder
+        .embed_encodings(std::slice::from_ref(&good), true)
+        .is_err());
+    assert_eq!(embedder.backend().injected(2), 1);
+    assert_eq!(embedder.embed_encodings(&[good], true).unwrap().len(), 1);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// A `model.safetensors` stored as F16 or BF16 (as many Hugging Face models ship) loads: every
+/// value widens to exactly the f32 of its half, and the embeddings stay next to the F32 model's.
+/// Another dtype is refused naming the tensor and the dtypes accepted.
+#[test]
+fn half_precision_weights_load_widened_exactly() {
+    use safetensors::tensor::TensorView;
+    use safetensors::{Dtype, SafeTensors};
+    let dir = tiny_model::write("half-source");
+    let reference = Embedder::new(
+        Arc::new(Model::load(&dir).unwrap()),
+        CpuBackend::with_threads(1).unwrap(),
+    )
+    .unwrap();
+    let texts = ["hello world!", "rust is fast, hello"];
+    let expected = reference.embed(&texts, true).unwrap();
+    let original = std::fs::read(dir.join("model.safetensors")).unwrap();
+    let tensors = SafeTensors::deserialize(&original).unwrap();
+    for (dtype, narrow) in [
+        (
+            Dtype::F16,
+            (|v: f32| half::f16::from_f32(v).to_bits()) as fn(f32) -> u16,
+        ),
+        (Dtype::BF16, |v: f32| half::bf16::from_f32(v).to_bits()),
+        (Dtype::I32, |v: f32| v as u16),
+    ] {
+        let converted: Vec<(String, Vec<usize>, Vec<u8>, Dtype)> = tensors
+            .tensors()
+            .into_iter()
+            .map(|(name, view)| {
+                if view.dtype() != Dtype::F32 {
+                    return (
+                        name,
+                        view.shape().to_vec(),
+                        view.data().to_vec(),
+                        view.dtype(),
+                    );
+                }
+                let values: Vec<f32> = bytemuck::pod_collect_to_vec(view.data());
+                let mut bytes: Vec<u8> = values
+                    .iter()
+                    .flat_map(|&v| narrow(v).to_le_bytes())
+                    .collect();
+                if dtype == Dtype::I32 {
+                    bytes = values
+                        .iter()
+                        .flat_map(|&v| (v as i32).to_le_bytes())
+                        .collect();
+                }
+                (name, view.shape().to_vec(), bytes, dtype)
+            })
+            .collect();
+        let views: Vec<(String, TensorView<'_>)> = converted
+            .iter()
+            .map(|(name, shape, bytes, dtype)| {
+                (
+                    name.clone(),
+                    TensorView::new(*dtype, shape.clone(), bytes).unwrap(),
+                )
+            })
+            .collect();
+        let half_dir = tiny_model::write(&format!("half-{dtype:?}"));
+        std::fs::write(
+            half_dir.join("model.safetensors"),
+            safetensors::serialize(views, None).unwrap(),
+        )
+        .unwrap();
+        if dtype == Dtype::I32 {
+            let error = load_error(&half_dir);
+            assert!(error.contains("expected F32, F16 or BF16"), "{error}");
+            assert!(error.contains("embeddings."), "names the tensor: {error}");
+            std::fs::remove_dir_all(half_dir).unwrap();
+            continue;
+        }
+        let model = Arc::new(Model::load(&half_dir).unwrap());
+        let name = "encoder.layer.0.output.dense.weight";
+        let widened = model.weights().f32(name).unwrap();
+        let source: Vec<f32> = bytemuck::pod_collect_to_vec(tensors.tensor(name).unwrap().data());
+        for (w, s) in widened.iter().zip(&source) {
+            let back = match dtype {
+                Dtype::F16 => half::f16::from_f32(*s).to_f32(),
+                _ => half::bf16::from_f32(*s).to_f32(),
+            };
+            assert_eq!(w.to_bits(), back.to_bits(), "{dtype:?}");
+        }
+        let embedder = Embedder::new(model, CpuBackend::with_threads(1).unwrap()).unwrap();
+        for (got, want) in embedder.embed(&texts, true).unwrap().iter().zip(&expected) {
+            let cosine: f32 = got.iter().zip(want).map(|(a, b)| a * b).sum();
+            assert!(cosine > 0.999, "{dtype:?}: cosine {cosine}");
+        }
+        std::fs::remove_dir_all(half_dir).unwrap();
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}

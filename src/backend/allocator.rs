@@ -137,6 +137,12 @@ impl<M: RawMemory> PooledBlock<M> {
     pub fn capacity_bytes(&self) -> usize {
         self.class
     }
+
+    /// Whether the block comes from the allocator's current context, not one a reset destroyed
+    /// ([`CachingAllocator::forget`]): only such a block may still be touched.
+    pub fn is_current(&self) -> bool {
+        self.generation == self.owner.generation.load(Ordering::Acquire)
+    }
 }
 
 impl<M: RawMemory> Drop for PooledBlock<M> {

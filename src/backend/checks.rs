@@ -21,3 +21,18 @@ pub fn copy_fits(op: Op, have: usize, need: usize) -> Result<(), HipError> {
         )))
     }
 }
+
+/// `hipErrorInvalidHandle` (Fatal): what a buffer of a context destroyed by a reset gets.
+pub const STALE_BUFFER: i32 = 400;
+
+/// Refuses a buffer allocated before the last reset (`is_current` false): its memory went with
+/// the old context, and touching it would read freed memory (or, on a GPU, fault).
+pub fn current(op: Op, is_current: bool) -> Result<(), HipError> {
+    if is_current {
+        Ok(())
+    } else {
+        Err(HipError::new(STALE_BUFFER, op).with_detail(
+            "the buffer was allocated before a device reset and its memory is gone: upload it again",
+        ))
+    }
+}

@@ -1,11 +1,11 @@
-//! Choosing a backend: `auto` (HIP if a device answers, else CPU, logged), `cpu`, or `hip`
-//! (an error when unavailable). Backends are used through generics, so the choice is an enum the
-//! caller matches on once.
+//! Choosing a backend: `auto` (a GPU if one answers — HIP first, then CUDA — else the CPU,
+//! logged), `cpu`, `hip` or `cuda` (an error when unavailable). Backends are used through
+//! generics, so the choice is an enum the caller matches on once.
 
 use std::fmt;
 use std::str::FromStr;
 
-use crate::error::{ConfigError, HipError};
+use crate::error::{ConfigError, HipError, Op};
 
 use super::cpu::CpuBackend;
 use super::traits::DeviceInfo;
@@ -18,6 +18,7 @@ pub enum BackendChoice {
     Auto,
     Cpu,
     Hip,
+    Cuda,
 }
 
 impl FromStr for BackendChoice {
@@ -28,9 +29,10 @@ impl FromStr for BackendChoice {
             "auto" => Ok(BackendChoice::Auto),
             "cpu" => Ok(BackendChoice::Cpu),
             "hip" => Ok(BackendChoice::Hip),
+            "cuda" => Ok(BackendChoice::Cuda),
             _ => Err(ConfigError::new(
                 "backend",
-                format!("{text:?} is not one of auto, cpu, hip"),
+                format!("{text:?} is not one of auto, cpu, hip, cuda"),
             )),
         }
     }
@@ -42,6 +44,7 @@ impl fmt::Display for BackendChoice {
             BackendChoice::Auto => "auto",
             BackendChoice::Cpu => "cpu",
             BackendChoice::Hip => "hip",
+            BackendChoice::Cuda => "cuda",
         })
     }
 }
@@ -52,10 +55,14 @@ pub enum SelectedBackend {
     Cpu(CpuBackend),
     #[cfg(feature = "hip")]
     Hip(super::hip::HipBackend),
+    #[cfg(feature = "cuda")]
+    Cuda(super::cuda::CudaBackend),
 }
 
 /// Whether this build has the HIP backend.
 pub const HIP_COMPILED: bool = cfg!(feature = "hip");
+/// Whether this build has the CUDA backend.
+pub const CUDA_COMPILED: bool = cfg!(feature = "cuda");
 
 /// The architectures the HIP kernels were built for (empty without the `hip` feature).
 pub fn hip_archs() -> &'static str {
@@ -65,50 +72,81 @@ pub fn hip_archs() -> &'static str {
     ""
 }
 
-/// Opens the HIP backend on `device`: its error says why none is available.
-#[cfg(feature = "hip")]
-fn open_hip(device: i32) -> Result<SelectedBackend, HipError> {
-    super::hip::HipBackend::new(device).map(SelectedBackend::Hip)
+/// What the CUDA fatbins hold (empty without the `cuda` feature).
+pub fn cuda_archs() -> &'static str {
+    #[cfg(feature = "cuda")]
+    return super::cuda::BUILT_ARCHS;
+    #[cfg(not(feature = "cuda"))]
+    ""
 }
 
-#[cfg(not(feature = "hip"))]
-fn open_hip(device: i32) -> Result<SelectedBackend, HipError> {
-    Err(built_without_hip(device))
-}
-
-/// The answer of a build without the `hip` feature.
-#[cfg(not(feature = "hip"))]
-fn built_without_hip(device: i32) -> HipError {
-    HipError::new(HipError::NO_DEVICE, crate::error::Op::Init)
+/// The answer of a build without `feature`.
+#[allow(dead_code)] // unused when both GPU features are on
+fn built_without(feature: &str, what: &str, device: i32) -> HipError {
+    HipError::new(HipError::NO_DEVICE, Op::Init)
         .with_device(device)
-        .with_detail("built without HIP support: rebuild with `cargo build --features hip`")
+        .with_detail(format!(
+            "built without {what} support: rebuild with `cargo build --features {feature}`"
+        ))
+}
+
+/// Opens the HIP backend on `device`: its error says why none is available.
+fn open_hip(device: i32) -> Result<SelectedBackend, HipError> {
+    #[cfg(feature = "hip")]
+    return super::hip::HipBackend::new(device).map(SelectedBackend::Hip);
+    #[cfg(not(feature = "hip"))]
+    Err(built_without("hip", "HIP", device))
+}
+
+/// Opens the CUDA backend on `device`: its error says why none is available.
+fn open_cuda(device: i32) -> Result<SelectedBackend, HipError> {
+    #[cfg(feature = "cuda")]
+    return super::cuda::CudaBackend::new(device).map(SelectedBackend::Cuda);
+    #[cfg(not(feature = "cuda"))]
+    Err(built_without("cuda", "CUDA", device))
+}
+
+fn info_of(selected: SelectedBackend) -> DeviceInfo {
+    use super::traits::Backend;
+    match selected {
+        SelectedBackend::Cpu(cpu) => cpu.info(),
+        #[cfg(feature = "hip")]
+        SelectedBackend::Hip(hip) => hip.info(),
+        #[cfg(feature = "cuda")]
+        SelectedBackend::Cuda(cuda) => cuda.info(),
+    }
 }
 
 /// Probes the HIP device `device`: its description, or why there is none.
 pub fn probe_hip(device: i32) -> Result<DeviceInfo, HipError> {
-    #[cfg(feature = "hip")]
-    return super::hip::HipBackend::new(device).map(|hip| super::traits::Backend::info(&hip));
-    #[cfg(not(feature = "hip"))]
-    Err(built_without_hip(device))
+    open_hip(device).map(info_of)
 }
 
-/// Whether `choice` would run on a GPU: `hip`, or `auto` when a HIP device answers (asked
+/// Probes the CUDA device `device`: its description, or why there is none.
+pub fn probe_cuda(device: i32) -> Result<DeviceInfo, HipError> {
+    open_cuda(device).map(info_of)
+}
+
+/// Whether `choice` would run on a GPU: `hip` or `cuda`, or `auto` when a GPU answers (asked
 /// without creating a context on it).
 pub fn is_gpu(choice: BackendChoice, device: i32) -> bool {
     match choice {
         BackendChoice::Cpu => false,
-        BackendChoice::Hip => true,
+        BackendChoice::Hip | BackendChoice::Cuda => true,
         BackendChoice::Auto => gpu_present(device),
     }
 }
 
-#[cfg(feature = "hip")]
 fn gpu_present(device: i32) -> bool {
-    super::hip::device_present(device)
-}
-
-#[cfg(not(feature = "hip"))]
-fn gpu_present(_device: i32) -> bool {
+    #[cfg(feature = "hip")]
+    if super::hip::device_present(device) {
+        return true;
+    }
+    #[cfg(feature = "cuda")]
+    if super::cuda::device_present(device) {
+        return true;
+    }
+    let _ = device;
     false
 }
 
@@ -125,12 +163,16 @@ pub fn open(
     match choice {
         BackendChoice::Cpu => cpu().map(SelectedBackend::Cpu),
         BackendChoice::Hip => open_hip(device),
+        BackendChoice::Cuda => open_cuda(device),
         BackendChoice::Auto => match open_hip(device) {
             Ok(hip) => Ok(hip),
-            Err(reason) => {
-                tracing::info!(%reason, "no HIP device; using the CPU backend");
-                cpu().map(SelectedBackend::Cpu)
-            }
+            Err(no_hip) => match open_cuda(device) {
+                Ok(cuda) => Ok(cuda),
+                Err(no_cuda) => {
+                    tracing::info!(hip = %no_hip, cuda = %no_cuda, "no GPU; using the CPU backend");
+                    cpu().map(SelectedBackend::Cpu)
+                }
+            },
         },
     }
 }

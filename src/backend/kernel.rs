@@ -312,6 +312,22 @@ impl<'a, B> Kernel<'a, B> {
         }
     }
 
+    /// [`Kernel::validate`], and every buffer from the backend's current context (`live`):
+    /// a buffer allocated before a reset is refused before any work.
+    pub fn validate_live(
+        &self,
+        len: impl Fn(&B) -> usize,
+        live: impl Fn(&B) -> bool,
+    ) -> Result<(), HipError> {
+        let all_live = std::cell::Cell::new(true);
+        self.validate(|b| {
+            all_live.set(all_live.get() && live(b));
+            len(b)
+        })?;
+        super::checks::current(Op::Launch, all_live.get())
+            .map_err(|e| e.with_kernel(self.id().symbol()))
+    }
+
     /// Checks every buffer against the shapes (`len` gives a buffer's length in words). Every
     /// backend calls this before launching, so a bad shape is an `hipErrorInvalidValue` naming the
     /// kernel and the argument, never an out-of-bounds access.

@@ -1,15 +1,20 @@
 //! Backends: where the model's buffers live and its kernels run.
 //!
-//! [`Backend`] is the one trait; [`CpuBackend`] implements it on the host, `HipBackend` (feature
-//! `hip`) on AMD GPUs, [`FaultyBackend`] wraps either and injects real HIP errors, and
+//! [`Backend`] is the one trait; [`CpuBackend`] implements it on the host, `GpuBackend<D>` on a
+//! GPU through a `Driver` — `HipBackend` (feature `hip`) on AMD GPUs, `CudaBackend` (feature
+//! `cuda`) on NVIDIA's — [`FaultyBackend`] wraps either and injects real HIP errors, and
 //! [`Resilient`] wraps any of them and sends every call through the retry layer.
 
 mod allocator;
 mod checks;
 mod choice;
 pub mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 mod dtype;
 mod faulty;
+#[cfg(any(feature = "hip", feature = "cuda"))]
+pub mod gpu;
 #[cfg(feature = "hip")]
 pub mod hip;
 mod kernel;
@@ -18,9 +23,12 @@ mod traits;
 
 pub use allocator::{size_class, CachingAllocator, PooledBlock, RawMemory};
 pub use choice::{
-    hip_archs, is_gpu, open, probe_hip, BackendChoice, SelectedBackend, HIP_COMPILED,
+    cuda_archs, hip_archs, is_gpu, open, probe_cuda, probe_hip, BackendChoice, SelectedBackend,
+    CUDA_COMPILED, HIP_COMPILED,
 };
 pub use cpu::{CpuBackend, CpuBuffer, HostMemory, SimdLevel};
+#[cfg(feature = "cuda")]
+pub use cuda::{CudaBackend, CudaBuffer};
 pub use dtype::Dtype;
 pub use faulty::{
     FaultAction, FaultDomain, FaultNotifier, FaultPlan, FaultRule, FaultyBackend, StickyScope,

@@ -339,12 +339,14 @@ impl EngineConfig {
         if let Some(threads) = self.threads {
             positive("threads", threads)?;
         }
-        if self.backend == BackendChoice::Hip && self.dtype != Dtype::F32 {
+        if matches!(self.backend, BackendChoice::Hip | BackendChoice::Cuda)
+            && self.dtype != Dtype::F32
+        {
             return Err(ConfigError::new(
                 "dtype",
                 format!(
-                    "{} has CPU kernels only: use backend cpu (or auto), or dtype f32 on hip",
-                    self.dtype
+                    "{} has CPU kernels only: use backend cpu (or auto), or dtype f32 on {}",
+                    self.dtype, self.backend
                 ),
             ));
         }

@@ -108,12 +108,33 @@ pub const HIP_CODES: &[CodeInfo] = &[
 /// The label used for a code HIP 5.2 does not define (bounded, unlike the raw number).
 pub const UNRECOGNIZED_NAME: &str = "hipErrorUnrecognized";
 
-/// Looks a code up in [`HIP_CODES`].
+/// The CUDA driver's codes (`CUresult`, CUDA 13.0 `cuda.h`) that HIP does not define, sorted by
+/// code. The shared ones (700 IllegalAddress, 2 OutOfMemory, 719 LaunchFailed, …) mean the same
+/// in both APIs and keep their HIP row.
+pub const CUDA_ONLY_CODES: &[CodeInfo] = &[
+    row(34, "CUDA_ERROR_STUB_LIBRARY", Fatal),
+    row(36, "CUDA_ERROR_CALL_REQUIRES_NEWER_DRIVER", Fatal),
+    row(46, "CUDA_ERROR_DEVICE_UNAVAILABLE", Retry),
+    row(220, "CUDA_ERROR_NVLINK_UNCORRECTABLE", Reset),
+    row(221, "CUDA_ERROR_JIT_COMPILER_NOT_FOUND", Fatal),
+    row(222, "CUDA_ERROR_UNSUPPORTED_PTX_VERSION", Fatal),
+    row(223, "CUDA_ERROR_JIT_COMPILATION_DISABLED", Fatal),
+    row(714, "CUDA_ERROR_HARDWARE_STACK_ERROR", Reset),
+    row(715, "CUDA_ERROR_ILLEGAL_INSTRUCTION", Reset),
+    row(716, "CUDA_ERROR_MISALIGNED_ADDRESS", Reset),
+    row(717, "CUDA_ERROR_INVALID_ADDRESS_SPACE", Reset),
+    row(718, "CUDA_ERROR_INVALID_PC", Reset),
+    row(804, "CUDA_ERROR_COMPAT_NOT_SUPPORTED_ON_DEVICE", Fatal),
+];
+
+/// Looks a code up in [`HIP_CODES`], then in [`CUDA_ONLY_CODES`].
 pub fn lookup(code: i32) -> Option<&'static CodeInfo> {
-    HIP_CODES
-        .binary_search_by_key(&code, |info| info.code)
-        .ok()
-        .map(|i| &HIP_CODES[i])
+    [HIP_CODES, CUDA_ONLY_CODES].into_iter().find_map(|table| {
+        table
+            .binary_search_by_key(&code, |info| info.code)
+            .ok()
+            .map(|i| &table[i])
+    })
 }
 
 /// The HIP name of a code, or [`UNRECOGNIZED_NAME`].

@@ -90,8 +90,14 @@ impl HipError {
     }
 
     /// Adds a free-text detail (shown in `Display`, never used as a metric label).
+    /// Adds a detail; one already there (the driver's own words, say) is kept after it.
     pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
-        self.context_mut().detail = Some(detail.into().into_boxed_str());
+        let detail: String = detail.into();
+        let context = self.context_mut();
+        context.detail = Some(match context.detail.take() {
+            Some(earlier) => format!("{detail}; {earlier}").into_boxed_str(),
+            None => detail.into_boxed_str(),
+        });
         self
     }
 

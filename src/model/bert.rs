@@ -237,6 +237,46 @@ pub fn forward<B: Backend>(
     forward_reading(backend, weights, config, batch, Readout::Pooled, normalize)
 }
 
+/// Checks every token id, token type and length against the model on the host, before any
+/// device work: on a GPU an id outside the vocabulary is an out-of-bounds read of the embedding
+/// table (a memory fault that poisons the process), so it must never reach a kernel.
+fn check_inputs(config: &BertConfig, batch: &[Encoding]) -> Result<(), ModelError> {
+    for (index, encoding) in batch.iter().enumerate() {
+        let bad = |message: String| Err(ModelError::Input { index, message });
+        if encoding.ids.len() != encoding.type_ids.len() {
+            return bad(format!(
+                "{} token ids but {} token types",
+                encoding.ids.len(),
+                encoding.type_ids.len()
+            ));
+        }
+        if encoding.ids.len() > config.max_position_embeddings {
+            return bad(format!(
+                "{} tokens, more than the model's {} positions",
+                encoding.ids.len(),
+                config.max_position_embeddings
+            ));
+        }
+        let ids = encoding.ids.iter().zip(&encoding.type_ids).enumerate();
+        for (position, (&id, &kind)) in ids {
+            if id as usize >= config.vocab_size {
+                return bad(format!(
+                    "token id {id} at position {position} is outside the vocabulary of {} \
+                     tokens (does the tokenizer belong to this model?)",
+                    config.vocab_size
+                ));
+            }
+            if kind as usize >= config.type_vocab_size {
+                return bad(format!(
+                    "token type {kind} at position {position} is outside the model's {} types",
+                    config.type_vocab_size
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Runs the encoder on a batch of encodings and reads `readout` out of it, per encoding.
 pub fn forward_reading<B: Backend>(
     backend: &B,
@@ -260,6 +300,7 @@ pub fn forward_reading<B: Backend>(
     let tokens = sequences * seq;
     let eps = config.layer_norm_eps as f32;
 
+    check_inputs(config, batch)?;
     // Host inputs, padded to the longest sequence.
     let mut ids = vec![0u32; tokens];
     let mut types = vec![0u32; tokens];

@@ -108,9 +108,11 @@ impl WeightFile {
         let tensors = weights.parse()?;
         for (name, shape) in expected_tensors(config) {
             let view = weights.view_of(&tensors, &name)?;
-            if view.dtype() != Dtype::F32 {
-                return Err(weights
-                    .tensor_error(&name, format!("dtype is {:?}, expected F32", view.dtype())));
+            if !matches!(view.dtype(), Dtype::F32 | Dtype::F16 | Dtype::BF16) {
+                return Err(weights.tensor_error(
+                    &name,
+                    format!("dtype is {:?}, expected F32, F16 or BF16", view.dtype()),
+                ));
             }
             if view.shape() != shape.as_slice() {
                 return Err(weights.tensor_error(
@@ -153,13 +155,34 @@ impl WeightFile {
             .map_err(|_| self.tensor_error(name, "missing from the file".into()))
     }
 
-    /// The values of tensor `name` (borrowed from the mapping when aligned, else copied).
+    /// The values of tensor `name` as f32: borrowed from the mapping when stored as aligned
+    /// F32, else copied (and F16 / BF16 widened, exactly: every half value is an f32 value).
     pub fn f32(&self, name: &str) -> Result<Cow<'_, [f32]>, ModelError> {
         let tensors = self.parse()?;
-        let data = self.view_of(&tensors, name)?.data();
-        Ok(match bytemuck::try_cast_slice::<u8, f32>(data) {
-            Ok(values) => Cow::Borrowed(values),
-            Err(_) => Cow::Owned(bytemuck::pod_collect_to_vec(data)),
+        let view = self.view_of(&tensors, name)?;
+        let data = view.data();
+        let halves = || -> Vec<u16> {
+            data.chunks_exact(2)
+                .map(|b| u16::from_le_bytes([b[0], b[1]]))
+                .collect()
+        };
+        Ok(match view.dtype() {
+            Dtype::F16 => Cow::Owned(
+                halves()
+                    .into_iter()
+                    .map(|h| half::f16::from_bits(h).to_f32())
+                    .collect(),
+            ),
+            Dtype::BF16 => Cow::Owned(
+                halves()
+                    .into_iter()
+                    .map(|h| half::bf16::from_bits(h).to_f32())
+                    .collect(),
+            ),
+            _ => match bytemuck::try_cast_slice::<u8, f32>(data) {
+                Ok(values) => Cow::Borrowed(values),
+                Err(_) => Cow::Owned(bytemuck::pod_collect_to_vec(data)),
+            },
         })
     }
 }

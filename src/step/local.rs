@@ -173,6 +173,8 @@ impl LocalRunners {
             SelectedBackend::Cpu(cpu) => self.build(cpu),
             #[cfg(feature = "hip")]
             SelectedBackend::Hip(hip) => self.build(hip),
+            #[cfg(feature = "cuda")]
+            SelectedBackend::Cuda(cuda) => self.build(cuda),
         }
     }
 

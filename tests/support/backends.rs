@@ -46,20 +46,39 @@ pub fn cpu_at_each_level() -> Vec<(SimdLevel, CpuBackend)> {
         .collect()
 }
 
+/// A GPU backend that failed to open: with `HIPINFER_REQUIRE_GPU=1` the test fails, otherwise
+/// it says why it skipped (libtest shows it with `--nocapture`, and CI's log keeps it).
+#[allow(dead_code)]
+pub fn no_gpu(backend: &str, error: &dyn std::fmt::Display) {
+    if std::env::var("HIPINFER_REQUIRE_GPU").is_ok_and(|v| v == "1") {
+        panic!("HIPINFER_REQUIRE_GPU=1 and the {backend} backend did not open: {error}");
+    }
+    eprintln!(
+        "SKIPPED on {backend} (no device; HIPINFER_REQUIRE_GPU=1 makes this a failure): {error}"
+    );
+}
+
+/// The backend if it opened; else `None`, through [`no_gpu`].
+#[allow(dead_code)]
+fn opened<B>(backend: &str, result: Result<B, hipinfer::HipError>) -> Option<B> {
+    result.map_err(|error| no_gpu(backend, &error)).ok()
+}
+
 /// The HIP backend when this build has it and a device answers; `None` (with the reason
 /// printed) otherwise.
 #[cfg(feature = "hip")]
 pub fn hip() -> Option<hipinfer::backend::HipBackend> {
-    match hipinfer::backend::HipBackend::new(0) {
-        Ok(backend) => Some(backend),
-        Err(error) => {
-            eprintln!("skipping the HIP backend: {error}");
-            None
-        }
-    }
+    opened("hip", hipinfer::backend::HipBackend::new(0))
 }
 
-/// `backend_tests!(name => body_fn, …)` makes `mod name { cpu, hip }` tests calling
+/// The CUDA backend when this build has it and a device answers; `None` (with the reason
+/// printed) otherwise.
+#[cfg(feature = "cuda")]
+pub fn cuda() -> Option<hipinfer::backend::CudaBackend> {
+    opened("cuda", hipinfer::backend::CudaBackend::new(0))
+}
+
+/// `backend_tests!(name => body_fn, …)` makes `mod name { cpu, hip, cuda }` tests calling
 /// `body_fn(&backend)` on each backend (the CPU's at each of its SIMD levels).
 #[macro_export]
 macro_rules! backend_tests {
@@ -78,6 +97,14 @@ macro_rules! backend_tests {
                 #[test]
                 fn hip() {
                     if let Some(backend) = $crate::support::backends::hip() {
+                        $body(&backend);
+                    }
+                }
+
+                #[cfg(feature = "cuda")]
+                #[test]
+                fn cuda() {
+                    if let Some(backend) = $crate::support::backends::cuda() {
                         $body(&backend);
                     }
                 }

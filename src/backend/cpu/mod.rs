@@ -20,7 +20,7 @@ use crate::backend::Dtype;
 use crate::error::{HipError, Op};
 
 use super::allocator::{CachingAllocator, PooledBlock, RawMemory};
-use super::checks::{copy_fits, words_to_bytes};
+use super::checks::{copy_fits, current, words_to_bytes};
 use super::kernel::Kernel;
 use super::traits::{Backend, DeviceInfo, Word};
 
@@ -369,6 +369,7 @@ impl Backend for CpuBackend {
 
     fn copy_to_device<T: Word>(&self, src: &[T], dst: &mut CpuBuffer) -> Result<(), HipError> {
         copy_fits(Op::CopyHostToDevice, dst.len, src.len())?;
+        current(Op::CopyHostToDevice, dst.block.is_current())?;
         let words: &[f32] = bytemuck::cast_slice(src);
         dst.as_f32_mut()[..words.len()].copy_from_slice(words);
         Ok(())
@@ -376,6 +377,7 @@ impl Backend for CpuBackend {
 
     fn copy_to_host<T: Word>(&self, src: &CpuBuffer, dst: &mut [T]) -> Result<(), HipError> {
         copy_fits(Op::CopyDeviceToHost, src.len, dst.len())?;
+        current(Op::CopyDeviceToHost, src.block.is_current())?;
         let words: &mut [f32] = bytemuck::cast_slice_mut(dst);
         words.copy_from_slice(&src.as_f32()[..words.len()]);
         Ok(())
@@ -388,12 +390,16 @@ impl Backend for CpuBackend {
         len: usize,
     ) -> Result<(), HipError> {
         copy_fits(Op::CopyDeviceToDevice, src.len.min(dst.len), len)?;
+        current(
+            Op::CopyDeviceToDevice,
+            src.block.is_current() && dst.block.is_current(),
+        )?;
         dst.as_f32_mut()[..len].copy_from_slice(&src.as_f32()[..len]);
         Ok(())
     }
 
     fn launch(&self, kernel: Kernel<'_, CpuBuffer>) -> Result<(), HipError> {
-        kernel.validate(|b| b.len)?;
+        kernel.validate_live(|b| b.len, |b| b.block.is_current())?;
         level::at(self.level, || self.run(kernel))
     }
 
@@ -401,8 +407,11 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
+    /// A new context, as on a GPU: cached blocks go, and buffers allocated before are refused
+    /// from now on (their memory is freed when they drop), so a caller that forgets to
+    /// re-upload after a reset finds out here as it would on a device.
     fn reset(&self) -> Result<(), HipError> {
-        self.allocator.reclaim();
+        self.allocator.forget();
         Ok(())
     }
 

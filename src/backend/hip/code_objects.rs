@@ -1,12 +1,12 @@
 //! The kernels' code objects, compiled by `build.rs` with hipcc and embedded in the binary.
 
-use crate::backend::kernel::KernelId;
+use crate::backend::gpu::CodeObjects;
 
 /// The architectures the code objects were built for (`HIPINFER_OFFLOAD_ARCH`).
 pub const BUILT_ARCHS: &str = env!("HIPINFER_BUILT_ARCHS");
 
 /// Every code object, by kernel file name.
-pub const ALL: [(&str, &[u8]); 5] = [
+const ALL: [(&str, &[u8]); 5] = [
     ("gemm", include_bytes!(concat!(env!("OUT_DIR"), "/gemm.co"))),
     (
         "elementwise",
@@ -23,13 +23,8 @@ pub const ALL: [(&str, &[u8]); 5] = [
     ),
 ];
 
-/// The `kernels/*.hip` file a kernel lives in.
-pub const fn file_of(id: KernelId) -> &'static str {
-    match id {
-        KernelId::Gemm => "gemm",
-        KernelId::Embed | KernelId::Gelu | KernelId::Add => "elementwise",
-        KernelId::LayerNorm | KernelId::L2Normalize => "norm",
-        KernelId::Attention => "attention",
-        KernelId::MeanPool => "pooling",
-    }
-}
+pub const CODE: CodeObjects = CodeObjects {
+    all: &ALL,
+    built_for: BUILT_ARCHS,
+    chosen_by: "HIPINFER_OFFLOAD_ARCH",
+};

@@ -47,7 +47,7 @@ pub struct Common {
     /// The Hugging Face model folder [default: models/all-MiniLM-L6-v2].
     #[arg(long, env = "HIPINFER_MODEL")]
     pub model: Option<PathBuf>,
-    /// auto (HIP if a device answers, else CPU), cpu or hip [default: auto].
+    /// auto (a GPU if one answers: HIP, then CUDA; else the CPU), cpu, hip or cuda [default: auto].
     #[arg(long, env = "HIPINFER_BACKEND")]
     pub backend: Option<BackendChoice>,
     /// The GPU to use [default: 0].

@@ -173,7 +173,7 @@ pub fn bench(args: BenchArgs) -> Result<ExitCode, Failure> {
         return Err("--seconds must be a positive number".into());
     }
     let config = args.engine.engine_config(&args.common)?;
-    if args.faults.any() && config.backend == BackendChoice::Hip {
+    if args.faults.any() && matches!(config.backend, BackendChoice::Hip | BackendChoice::Cuda) {
         return Err(
             "faults are injected into the CPU backend: use --backend cpu with fault rates".into(),
         );

@@ -11,7 +11,7 @@ use crate::Failure;
 
 pub fn chaos(args: ChaosArgs) -> Result<ExitCode, Failure> {
     let mut engine = args.engine.engine_config(&args.common)?;
-    if engine.backend == BackendChoice::Hip {
+    if matches!(engine.backend, BackendChoice::Hip | BackendChoice::Cuda) {
         return Err(
             "chaos injects its faults into the CPU backend: use --backend cpu or auto".into(),
         );

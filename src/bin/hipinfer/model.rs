@@ -33,6 +33,8 @@ fn with_embedder(
         SelectedBackend::Cpu(cpu) => job(&Embedder::with_dtype(model, cpu, spec.dtype)?),
         #[cfg(feature = "hip")]
         SelectedBackend::Hip(hip) => job(&Embedder::with_dtype(model, hip, spec.dtype)?),
+        #[cfg(feature = "cuda")]
+        SelectedBackend::Cuda(cuda) => job(&Embedder::with_dtype(model, cuda, spec.dtype)?),
     }
 }
 
