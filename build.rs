@@ -18,7 +18,14 @@ use std::process::Command;
 
 const DEFAULT_HIP_ARCHS: &str = "gfx90a,gfx1030";
 const DEFAULT_CUDA_ARCHS: &str = "80,90";
-const KERNELS: &[&str] = &["gemm", "elementwise", "norm", "attention", "pooling"];
+const KERNELS: &[&str] = &[
+    "gemm",
+    "elementwise",
+    "norm",
+    "attention",
+    "pooling",
+    "fault",
+];
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
@@ -28,7 +35,16 @@ fn main() {
         "HIPINFER_BLOCK",
         "HIPINFER_KERNEL_BLOCK",
     );
-    export_size("kernels/gemm.hip", "TILE", "HIPINFER_KERNEL_TILE");
+    export_size(
+        "kernels/gemm.hip",
+        "GEMM_BLOCK_TILE",
+        "HIPINFER_GEMM_BLOCK_TILE",
+    );
+    export_size(
+        "kernels/gemm.hip",
+        "GEMM_THREADS_SIDE",
+        "HIPINFER_GEMM_THREADS_SIDE",
+    );
     if env::var_os("CARGO_FEATURE_HIP").is_some() {
         build_hip();
     }

@@ -44,6 +44,11 @@ pub enum FaultAction {
     /// The kernel never finishes: the next synchronize or copy to the host never returns.
     #[cfg(feature = "fault-injection")]
     Hang,
+    /// A real device memory fault: the wrapped GPU backend runs a kernel that writes out of
+    /// bounds ([`Backend::provoke_memory_fault`]); what the device answers is returned as it is.
+    /// On the CPU (no device to fault) the call fails with 801, saying so.
+    #[cfg(feature = "fault-injection")]
+    RealFault,
 }
 
 /// How far a sticky (Reset-class) fault reaches.
@@ -226,6 +231,17 @@ impl FaultPlan {
         self.rules.push(FaultRule {
             op,
             action: FaultAction::Hang,
+            rate,
+        });
+        self
+    }
+
+    /// Every call of `op` makes a real device memory fault at `rate` (GPU backends).
+    #[cfg(feature = "fault-injection")]
+    pub fn with_real_fault_rate(mut self, op: Option<Op>, rate: f64) -> Self {
+        self.rules.push(FaultRule {
+            op,
+            action: FaultAction::RealFault,
             rate,
         });
         self
@@ -500,6 +516,18 @@ impl<B: Backend<Error = HipError>> FaultyBackend<B> {
                 // A launch returns; the wait for it will not.
                 injector.hung = true;
                 Ok(())
+            }
+            #[cfg(feature = "fault-injection")]
+            FaultAction::RealFault => {
+                drop(injector);
+                let answer = self.inner.provoke_memory_fault().unwrap_or_else(|| {
+                    Err(HipError::new(801, op).with_detail(
+                        "a real memory fault needs a GPU backend; this one has no device to fault",
+                    ))
+                });
+                let code = answer.as_ref().err().map_or(0, HipError::code);
+                *self.injector.lock().injected.entry(code).or_default() += 1;
+                answer
             }
         }
     }

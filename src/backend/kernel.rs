@@ -20,10 +20,13 @@ pub enum KernelId {
     Attention,
     MeanPool,
     L2Normalize,
+    /// The deliberate out-of-bounds write of fault campaigns (GPU backends only; no [`Kernel`]
+    /// call reaches it: `Backend::provoke_memory_fault` does).
+    OutOfBoundsWrite,
 }
 
 impl KernelId {
-    pub const ALL: [KernelId; 9] = [
+    pub const ALL: [KernelId; 10] = [
         KernelId::Embed,
         KernelId::Gemm,
         KernelId::GemmPacked,
@@ -33,6 +36,7 @@ impl KernelId {
         KernelId::Attention,
         KernelId::MeanPool,
         KernelId::L2Normalize,
+        KernelId::OutOfBoundsWrite,
     ];
 
     /// The `extern "C"` name of the kernel in `kernels/*.hip`.
@@ -47,6 +51,7 @@ impl KernelId {
             KernelId::Attention => "hipinfer_attention",
             KernelId::MeanPool => "hipinfer_mean_pool",
             KernelId::L2Normalize => "hipinfer_l2_normalize",
+            KernelId::OutOfBoundsWrite => "hipinfer_out_of_bounds_write",
         }
     }
 }

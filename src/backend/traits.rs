@@ -84,6 +84,15 @@ pub trait Backend: Send + Sync {
 
     /// Frees cached device memory; returns the bytes freed.
     fn reclaim(&self) -> u64;
+
+    /// Makes a real device memory fault, on purpose: a kernel that writes far outside any
+    /// allocation, then the wait for it; returns what the device answered (on ROCm ≥ 6 and CUDA
+    /// a sticky 700 that poisons the whole process). `None`: this backend has no device to
+    /// fault (the CPU). For fault campaigns and tests only.
+    #[cfg(feature = "fault-injection")]
+    fn provoke_memory_fault(&self) -> Option<Result<(), Self::Error>> {
+        None
+    }
 }
 
 /// A shared backend is a backend: a test or an operator keeps one handle (to read a
@@ -143,5 +152,10 @@ impl<B: Backend> Backend for std::sync::Arc<B> {
 
     fn reclaim(&self) -> u64 {
         (**self).reclaim()
+    }
+
+    #[cfg(feature = "fault-injection")]
+    fn provoke_memory_fault(&self) -> Option<Result<(), Self::Error>> {
+        (**self).provoke_memory_fault()
     }
 }

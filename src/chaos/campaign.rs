@@ -45,6 +45,9 @@ pub struct ChaosConfig {
     /// a kernel never finishes (its wait hangs until the step deadline).
     pub abort_rate: f64,
     pub hang_rate: f64,
+    /// Per kernel launch, the rate of real device memory faults (an out-of-bounds write on the
+    /// GPU): needs `engine.backend` hip or cuda.
+    pub real_fault_rate: f64,
     /// A request not answered within this long counts as lost.
     pub request_timeout: Duration,
 }
@@ -65,6 +68,7 @@ impl ChaosConfig {
             abort_on_fault: false,
             abort_rate: 0.0,
             hang_rate: 0.0,
+            real_fault_rate: 0.0,
             request_timeout: Duration::from_secs(300),
         }
     }
@@ -79,6 +83,7 @@ impl ChaosConfig {
             ("reset_rate", self.reset_rate),
             ("abort_rate", self.abort_rate),
             ("hang_rate", self.hang_rate),
+            ("real_fault_rate", self.real_fault_rate),
         ] {
             if !(0.0..=1.0).contains(&rate) {
                 return bad(field, format!("{rate} is not a rate between 0 and 1"));
@@ -90,6 +95,27 @@ impl ChaosConfig {
                 "abort_rate",
                 "aborts and hangs need the fault-injection feature (hipinfer has it)".into(),
             );
+        }
+        if self.real_fault_rate > 0.0 {
+            if !cfg!(feature = "fault-injection") {
+                return bad(
+                    "real_fault_rate",
+                    "real faults need the fault-injection feature (hipinfer has it)".into(),
+                );
+            }
+            if !matches!(
+                self.engine.backend,
+                crate::backend::BackendChoice::Hip | crate::backend::BackendChoice::Cuda
+            ) {
+                return bad(
+                    "real_fault_rate",
+                    format!(
+                        "a real memory fault needs a GPU backend: use --backend hip or cuda \
+                         (not {})",
+                        self.engine.backend
+                    ),
+                );
+            }
         }
         if aborts && self.engine.isolation != Isolation::Subprocess {
             return bad(
@@ -120,7 +146,8 @@ impl ChaosConfig {
             use crate::error::Op;
             let mut plan = plan
                 .with_abort_rate(Some(Op::Launch), self.abort_rate)
-                .with_hang_rate(Some(Op::Launch), self.hang_rate);
+                .with_hang_rate(Some(Op::Launch), self.hang_rate)
+                .with_real_fault_rate(Some(Op::Launch), self.real_fault_rate);
             plan.abort_on_fault = self.abort_on_fault;
             plan
         };

@@ -5,7 +5,7 @@ use crate::backend::gpu::CodeObjects;
 /// What the fatbins hold: machine code per `HIPINFER_CUDA_ARCH`, and PTX of the newest.
 pub const BUILT_ARCHS: &str = env!("HIPINFER_CUDA_BUILT_ARCHS");
 
-const ALL: [(&str, &[u8]); 5] = [
+const ALL: [(&str, &[u8]); 6] = [
     (
         "gemm",
         include_bytes!(concat!(env!("OUT_DIR"), "/gemm.fatbin")),
@@ -25,6 +25,10 @@ const ALL: [(&str, &[u8]); 5] = [
     (
         "pooling",
         include_bytes!(concat!(env!("OUT_DIR"), "/pooling.fatbin")),
+    ),
+    (
+        "fault",
+        include_bytes!(concat!(env!("OUT_DIR"), "/fault.fatbin")),
     ),
 ];
 

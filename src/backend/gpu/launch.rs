@@ -26,8 +26,11 @@ const fn parse(text: &str) -> u32 {
 
 /// Threads per block of the row-wise kernels (`HIPINFER_BLOCK` in `kernels/common.h`).
 pub const BLOCK: u32 = parse(env!("HIPINFER_KERNEL_BLOCK"));
-/// The GEMM kernel's tile (`TILE` in `kernels/gemm.hip`).
-pub const TILE: u32 = parse(env!("HIPINFER_KERNEL_TILE"));
+/// Outputs per side of a GEMM block (`GEMM_BLOCK_TILE` in `kernels/gemm.hip`).
+pub const GEMM_BLOCK_TILE: u32 = parse(env!("HIPINFER_GEMM_BLOCK_TILE"));
+/// Threads per side of a GEMM block (`GEMM_THREADS_SIDE` in `kernels/gemm.hip`).
+pub const GEMM_THREADS_SIDE: u32 = parse(env!("HIPINFER_GEMM_THREADS_SIDE"));
+const _: () = assert!(GEMM_BLOCK_TILE.is_multiple_of(GEMM_THREADS_SIDE));
 /// Threads per block of the attention kernel: a power of two ≤ `BLOCK`, since its reductions'
 /// scratch holds `HIPINFER_BLOCK` floats.
 pub const ATTENTION_BLOCK: u32 = 128;
@@ -49,6 +52,7 @@ fn blocks(total: usize, per_block: u32) -> Result<u32, HipError> {
 pub enum Arg {
     Pointer(u64),
     Int(i32),
+    Long(i64),
     Float(f32),
 }
 
@@ -57,6 +61,7 @@ impl Arg {
         match self {
             Arg::Pointer(p) => (p as *mut u64).cast(),
             Arg::Int(i) => (i as *mut i32).cast(),
+            Arg::Long(l) => (l as *mut i64).cast(),
             Arg::Float(f) => (f as *mut f32).cast(),
         }
     }
@@ -124,8 +129,12 @@ pub fn plan<D: Driver>(kernel: &Kernel<'_, GpuBuffer<D>>) -> Result<Launch, HipE
             k,
             activation,
         } => Ok(Launch {
-            grid: (blocks(*n, TILE)?, blocks(*m, TILE)?, 1),
-            block: (TILE, TILE, 1),
+            grid: (
+                blocks(*n, GEMM_BLOCK_TILE)?,
+                blocks(*m, GEMM_BLOCK_TILE)?,
+                1,
+            ),
+            block: (GEMM_THREADS_SIDE, GEMM_THREADS_SIDE, 1),
             shared_bytes: 0,
             args: vec![
                 Pointer(input.address()),

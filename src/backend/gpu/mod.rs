@@ -34,6 +34,7 @@ pub const fn file_of(id: KernelId) -> Option<&'static str> {
         KernelId::LayerNorm | KernelId::L2Normalize => Some("norm"),
         KernelId::Attention => Some("attention"),
         KernelId::MeanPool => Some("pooling"),
+        KernelId::OutOfBoundsWrite => Some("fault"),
         KernelId::GemmPacked => None,
     }
 }
@@ -253,5 +254,47 @@ impl<D: Driver> Backend for GpuBackend<D> {
 
     fn reclaim(&self) -> u64 {
         self.allocator.reclaim()
+    }
+
+    #[cfg(feature = "fault-injection")]
+    fn provoke_memory_fault(&self) -> Option<Result<(), HipError>> {
+        /// 2⁴⁰ floats (4 TiB) past a fresh allocation: unmapped on every GPU's address space.
+        const FAR: i64 = 1 << 40;
+        let fault = || {
+            let buffer = self.allocate(1)?;
+            let id = KernelId::OutOfBoundsWrite;
+            self.with_context(Op::Launch, |context| {
+                let function = context.function(id)?;
+                let mut args = [
+                    launch::Arg::Pointer(buffer.address()),
+                    launch::Arg::Long(FAR),
+                ];
+                let mut params: Vec<*mut c_void> =
+                    args.iter_mut().map(launch::Arg::as_param).collect();
+                tracing::error!(
+                    backend = D::NAME,
+                    device = self.device,
+                    "fault injection: a kernel writes out of bounds (a real memory fault)"
+                );
+                // SAFETY: this is the one launch that breaks the usual contract on purpose: the
+                // kernel writes 4 TiB past `buffer`, outside any allocation of this process, so
+                // the GPU's MMU faults. It touches device memory only — never host memory — and
+                // the parameters are a device address (u64) and a long long (i64), in order,
+                // alive for the call; the stream is the live context's.
+                unsafe {
+                    self.driver.launch(
+                        function,
+                        (1, 1, 1),
+                        (1, 1, 1),
+                        0,
+                        context.stream(),
+                        &mut params,
+                    )?;
+                    self.driver.stream_synchronize(context.stream())
+                }
+            })
+            .map_err(|e| e.with_kernel(id.symbol()))
+        };
+        Some(fault())
     }
 }

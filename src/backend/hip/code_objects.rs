@@ -6,7 +6,7 @@ use crate::backend::gpu::CodeObjects;
 pub const BUILT_ARCHS: &str = env!("HIPINFER_BUILT_ARCHS");
 
 /// Every code object, by kernel file name.
-const ALL: [(&str, &[u8]); 5] = [
+const ALL: [(&str, &[u8]); 6] = [
     ("gemm", include_bytes!(concat!(env!("OUT_DIR"), "/gemm.co"))),
     (
         "elementwise",
@@ -20,6 +20,10 @@ const ALL: [(&str, &[u8]); 5] = [
     (
         "pooling",
         include_bytes!(concat!(env!("OUT_DIR"), "/pooling.co")),
+    ),
+    (
+        "fault",
+        include_bytes!(concat!(env!("OUT_DIR"), "/fault.co")),
     ),
 ];
 

@@ -331,6 +331,11 @@ pub struct ChaosArgs {
     /// kills the worker (subprocess).
     #[arg(long, env = "HIPINFER_HANG_RATE", default_value_t = 0.0)]
     pub hang_rate: f64,
+    /// Per kernel launch: a real GPU memory fault (a kernel that writes out of bounds), as
+    /// the hardware reports it; needs --backend hip or cuda (with --isolation subprocess it is
+    /// survived by replacing the poisoned worker).
+    #[arg(long, env = "HIPINFER_REAL_FAULT_RATE", default_value_t = 0.0)]
+    pub real_fault_rate: f64,
 }
 
 #[derive(Args)]

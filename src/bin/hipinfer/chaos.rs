@@ -11,9 +11,12 @@ use crate::Failure;
 
 pub fn chaos(args: ChaosArgs) -> Result<ExitCode, Failure> {
     let mut engine = args.engine.engine_config(&args.common)?;
-    if matches!(engine.backend, BackendChoice::Hip | BackendChoice::Cuda) {
+    let gpu = matches!(engine.backend, BackendChoice::Hip | BackendChoice::Cuda);
+    if gpu && args.real_fault_rate == 0.0 {
         return Err(
-            "chaos injects its faults into the CPU backend: use --backend cpu or auto".into(),
+            "on a GPU, chaos injects real faults: add --real-fault-rate P (simulated \
+                    faults run on --backend cpu or auto)"
+                .into(),
         );
     }
     // A campaign counts worker restarts rather than capping them.
@@ -26,6 +29,7 @@ pub fn chaos(args: ChaosArgs) -> Result<ExitCode, Failure> {
     config.abort_on_fault = args.abort_on_fault;
     config.abort_rate = args.abort_rate;
     config.hang_rate = args.hang_rate;
+    config.real_fault_rate = args.real_fault_rate;
     let progress = Progress::new("chaos");
     progress.note("reference run (no faults), then the faulty run");
     let report = run_campaign(&config, &|done, total| progress.update(done, total))?;
