@@ -4,7 +4,7 @@
 //! Layers (see `README.md`): [`error`] classifies HIP status codes into recovery classes;
 //! [`retry`] retries device operations by class with backoff, a circuit breaker, a retry budget
 //! and Prometheus metrics; [`backend`] runs kernels (CPU, HIP, fault injection); [`model`] is the
-//! BERT encoder as backend ops; [`step`] is the contract of a step (one batch through the model,
+//! BERT encoder as backend ops; [`gguf`] reads llama.cpp's model files; [`step`] is the contract of a step (one batch through the model,
 //! replayable from the host); [`isolation`] runs steps in a supervised worker process; [`engine`]
 //! batches requests into steps, replays failed ones and heals itself; [`server`] is the HTTP API.
 
@@ -15,6 +15,7 @@ pub mod backend;
 pub mod chaos;
 pub mod engine;
 pub mod error;
+pub mod gguf;
 pub mod isolation;
 pub mod model;
 pub mod retry;

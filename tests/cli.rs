@@ -223,6 +223,57 @@ fn info_reports_the_backends() {
     let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(json["backends"]["cpu"]["available"], true);
     assert!(json["backends"]["hip"]["available"].is_boolean());
+    assert!(json["backends"]["cuda"]["available"].is_boolean());
+}
+
+/// `hipinfer info --model FILE.gguf` describes a GGUF file; another file is a clear error.
+#[test]
+fn info_describes_a_gguf_file_and_refuses_other_files() {
+    use support::gguf_writer::{file, string, u32_value, Tensor};
+    let dir = std::env::temp_dir().join(format!("hipinfer-cli-gguf-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("tiny.gguf");
+    let bytes = file(
+        &[
+            ("general.architecture", string("llama")),
+            ("llama.block_count", u32_value(2)),
+        ],
+        &[Tensor {
+            name: "output_norm.weight".into(),
+            dims: vec![4],
+            kind: 0,
+            data: vec![0; 16],
+        }],
+    );
+    std::fs::write(&path, bytes).unwrap();
+    let output = hipinfer()
+        .args(["info", "--model"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(json["architecture"], "llama");
+    assert_eq!(json["sizes"]["block_count"], 2);
+    assert_eq!(json["tensor_types"]["F32"]["tensors"], 1);
+    let not_gguf = dir.join("config.json");
+    std::fs::write(&not_gguf, "{}").unwrap();
+    let output = hipinfer()
+        .args(["info", "--model"])
+        .arg(&not_gguf)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("config.json") && stderr.contains("not a GGUF file"),
+        "{stderr}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
 }
 
 /// A plain HTTP/1.1 request over a socket (the binary is all that runs); returns the whole

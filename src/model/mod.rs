@@ -7,6 +7,7 @@
 mod bert;
 mod config;
 mod error;
+mod mapped;
 mod tokenizer;
 mod weights;
 
@@ -20,6 +21,7 @@ use crate::backend::{Backend, Dtype};
 pub use bert::{forward, forward_reading, DeviceWeights, Readout};
 pub use config::{BertConfig, ModelConfig};
 pub use error::ModelError;
+pub use mapped::MappedFile;
 
 /// L2-normalises an embedding on the host with the CPU kernel's arithmetic (the engine runs
 /// steps unnormalised and normalises the inputs that asked for it).

@@ -3,20 +3,19 @@
 //! (re-)uploaded to a backend — after a device reset, say — so no second host copy is kept.
 
 use std::borrow::Cow;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use memmap2::Mmap;
 use safetensors::{Dtype, SafeTensors};
 
 use super::config::BertConfig;
 use super::error::ModelError;
+use super::mapped::MappedFile;
 
 /// The memory-mapped weight file.
 #[derive(Debug)]
 pub struct WeightFile {
     path: PathBuf,
-    map: Mmap,
+    map: MappedFile,
     /// `"bert."` when the tensor names carry that prefix, else empty.
     prefix: &'static str,
 }
@@ -79,14 +78,7 @@ impl WeightFile {
     /// Maps `path` and checks every tensor the encoder needs. Tensors it does not use
     /// (`embeddings.position_ids`, `pooler.*`) are ignored.
     pub fn open(path: &Path, config: &BertConfig) -> Result<WeightFile, ModelError> {
-        let file = File::open(path).map_err(|source| ModelError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        // SAFETY: the mapping is read-only and private to this process. It stays valid while the
-        // file is not truncated or rewritten underneath; a model folder is not modified while a
-        // server reads it, and every read goes through safetensors' bounds-checked views.
-        let map = unsafe { Mmap::map(&file) }.map_err(|source| ModelError::Io {
+        let map = MappedFile::open(path).map_err(|source| ModelError::Io {
             path: path.to_path_buf(),
             source,
         })?;
@@ -129,7 +121,7 @@ impl WeightFile {
     }
 
     fn parse(&self) -> Result<SafeTensors<'_>, ModelError> {
-        SafeTensors::deserialize(&self.map).map_err(|e| ModelError::Weights {
+        SafeTensors::deserialize(self.map.bytes()).map_err(|e| ModelError::Weights {
             path: self.path.clone(),
             message: format!(
                 "not a valid safetensors file ({e}); is it truncated? re-fetch the model"

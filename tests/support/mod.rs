@@ -3,6 +3,7 @@
 
 pub mod backends;
 pub mod gate;
+pub mod gguf_writer;
 pub mod server;
 pub mod tiny_model;
 

@@ -343,4 +343,7 @@ pub struct InfoArgs {
     /// The GPU to probe.
     #[arg(long, env = "HIPINFER_DEVICE", default_value_t = 0)]
     pub device: i32,
+    /// A GGUF model file to describe instead (architecture, sizes, tensor types).
+    #[arg(long)]
+    pub model: Option<std::path::PathBuf>,
 }
