@@ -17,6 +17,7 @@ pub mod engine;
 pub mod error;
 pub mod gguf;
 pub mod isolation;
+pub mod llm;
 pub mod model;
 pub mod retry;
 pub mod server;

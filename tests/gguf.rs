@@ -221,21 +221,9 @@ fn a_missing_file_is_named() {
 /// failed with `HIPINFER_REQUIRE_MODEL=1`.
 #[test]
 fn smollm2_reads_as_the_issue_describes_it() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("models/SmolLM2-135M-Instruct/SmolLM2-135M-Instruct.Q4_1.gguf");
-    if !path.exists() {
-        if std::env::var("HIPINFER_REQUIRE_MODEL").is_ok_and(|v| v == "1") {
-            panic!(
-                "{} is missing: bash scripts/fetch-model.sh smollm2",
-                path.display()
-            );
-        }
-        eprintln!(
-            "SKIPPED: {} missing (bash scripts/fetch-model.sh smollm2)",
-            path.display()
-        );
+    let Some(path) = support::smollm2_gguf() else {
         return;
-    }
+    };
     let file = GgufFile::open(&path).unwrap();
     let gguf = file.parsed().unwrap();
     let get = |key: &str| gguf.get(key).unwrap_or_else(|| panic!("{key} missing"));

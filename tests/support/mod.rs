@@ -110,3 +110,24 @@ pub fn children_of(parent: u32) -> Vec<u32> {
         })
         .collect()
 }
+
+/// SmolLM2-135M-Instruct's GGUF as `scripts/fetch-model.sh smollm2` unpacks it; `None` (saying
+/// the test skipped) when it is missing, a failure with `HIPINFER_REQUIRE_MODEL=1`.
+pub fn smollm2_gguf() -> Option<std::path::PathBuf> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("models/SmolLM2-135M-Instruct/SmolLM2-135M-Instruct.Q4_1.gguf");
+    if path.exists() {
+        return Some(path);
+    }
+    if std::env::var("HIPINFER_REQUIRE_MODEL").is_ok_and(|v| v == "1") {
+        panic!(
+            "{} is missing: bash scripts/fetch-model.sh smollm2",
+            path.display()
+        );
+    }
+    eprintln!(
+        "SKIPPED: {} missing (bash scripts/fetch-model.sh smollm2)",
+        path.display()
+    );
+    None
+}
