@@ -23,4 +23,4 @@ run sticky-fallback --sticky-scope process --isolation in_process --fallback cpu
 run abort-on-fault --abort-on-fault --isolation subprocess --requests 500 --reset-rate 0.003 --seed 5
 # HIP never times out a hung kernel: the step deadline abandons it.
 run hang --isolation in_process --requests 200 --concurrency 8 --hang-rate 0.002 \
-    --step-timeout 2s --seed 9
+    --step-timeout 2s --request-deadline 30s --seed 9
