@@ -17,7 +17,9 @@ mod error;
 mod tensor_type;
 mod value;
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
 
 pub use error::GgufError;
@@ -53,15 +55,29 @@ impl TensorInfo {
     }
 }
 
-/// A parsed GGUF over borrowed bytes.
-#[derive(Debug)]
-pub struct Gguf<'a> {
-    bytes: &'a [u8],
-    path: &'a Path,
+/// What parsing a GGUF yields: everything but the tensor data.
+#[derive(Debug, Clone)]
+pub struct Header {
     pub version: u32,
     pub alignment: u64,
     metadata: BTreeMap<String, Value>,
     tensors: Vec<TensorInfo>,
+}
+
+/// A parsed GGUF over borrowed bytes (its header owned, or a [`GgufFile`]'s, borrowed).
+#[derive(Debug)]
+pub struct Gguf<'a> {
+    bytes: &'a [u8],
+    path: &'a Path,
+    header: Cow<'a, Header>,
+}
+
+impl Deref for Gguf<'_> {
+    type Target = Header;
+
+    fn deref(&self) -> &Header {
+        &self.header
+    }
 }
 
 impl<'a> Gguf<'a> {
@@ -183,27 +199,29 @@ impl<'a> Gguf<'a> {
         Ok(Gguf {
             bytes,
             path,
-            version,
-            alignment,
-            metadata,
-            tensors,
+            header: Cow::Owned(Header {
+                version,
+                alignment,
+                metadata,
+                tensors,
+            }),
         })
     }
 
     pub fn metadata(&self) -> &BTreeMap<String, Value> {
-        &self.metadata
+        &self.header.metadata
     }
 
     pub fn get(&self, key: &str) -> Option<&Value> {
-        self.metadata.get(key)
+        self.header.metadata.get(key)
     }
 
     pub fn tensors(&self) -> &[TensorInfo] {
-        &self.tensors
+        &self.header.tensors
     }
 
     pub fn tensor(&self, name: &str) -> Option<&TensorInfo> {
-        self.tensors.iter().find(|t| t.name == name)
+        self.header.tensors.iter().find(|t| t.name == name)
     }
 
     /// The raw bytes of a tensor (checked to lie in the file at parse time).
@@ -228,11 +246,12 @@ fn align_up(value: u64, alignment: u64) -> Option<u64> {
         .map(|v| v / alignment * alignment)
 }
 
-/// A GGUF file, memory-mapped.
+/// A GGUF file, memory-mapped, its header parsed once.
 #[derive(Debug)]
 pub struct GgufFile {
     path: PathBuf,
     map: crate::model::MappedFile,
+    header: Header,
 }
 
 impl GgufFile {
@@ -243,17 +262,20 @@ impl GgufFile {
             path: path.clone(),
             source,
         })?;
-        let file = GgufFile { path, map };
-        file.parsed()?;
-        Ok(file)
+        let header = Gguf::parse(map.bytes(), &path)?.header.into_owned();
+        Ok(GgufFile { path, map, header })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    /// The parsed view (cheap: metadata and tensor infos only).
+    /// The parsed view, over the header read at open (no parsing again; it does not fail).
     pub fn parsed(&self) -> Result<Gguf<'_>, GgufError> {
-        Gguf::parse(self.map.bytes(), &self.path)
+        Ok(Gguf {
+            bytes: self.map.bytes(),
+            path: &self.path,
+            header: Cow::Borrowed(&self.header),
+        })
     }
 }

@@ -153,24 +153,14 @@ impl WeightFile {
         let tensors = self.parse()?;
         let view = self.view_of(&tensors, name)?;
         let data = view.data();
-        let halves = || -> Vec<u16> {
+        let widen = |half: fn(u16) -> f32| -> Vec<f32> {
             data.chunks_exact(2)
-                .map(|b| u16::from_le_bytes([b[0], b[1]]))
+                .map(|b| half(u16::from_le_bytes([b[0], b[1]])))
                 .collect()
         };
         Ok(match view.dtype() {
-            Dtype::F16 => Cow::Owned(
-                halves()
-                    .into_iter()
-                    .map(|h| half::f16::from_bits(h).to_f32())
-                    .collect(),
-            ),
-            Dtype::BF16 => Cow::Owned(
-                halves()
-                    .into_iter()
-                    .map(|h| half::bf16::from_bits(h).to_f32())
-                    .collect(),
-            ),
+            Dtype::F16 => Cow::Owned(widen(|h| half::f16::from_bits(h).to_f32())),
+            Dtype::BF16 => Cow::Owned(widen(|h| half::bf16::from_bits(h).to_f32())),
             _ => match bytemuck::try_cast_slice::<u8, f32>(data) {
                 Ok(values) => Cow::Borrowed(values),
                 Err(_) => Cow::Owned(bytemuck::pod_collect_to_vec(data)),
