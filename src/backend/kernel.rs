@@ -7,6 +7,7 @@ use crate::error::{HipError, Op};
 
 use super::cpu::packed::{blocks, group, spans, BLOCK};
 use super::dtype::Dtype;
+use super::quant::{QuantFormat, VALUES_PER_BLOCK};
 
 /// Which kernel: a closed set, used to find the HIP function and to name the kernel in errors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -20,13 +21,19 @@ pub enum KernelId {
     Attention,
     MeanPool,
     L2Normalize,
+    QuantMatmul,
+    EmbedRows,
+    RmsNorm,
+    RopeAndStore,
+    CausalAttention,
+    SwiGlu,
     /// The deliberate out-of-bounds write of fault campaigns (GPU backends only; no [`Kernel`]
     /// call reaches it: `Backend::provoke_memory_fault` does).
     OutOfBoundsWrite,
 }
 
 impl KernelId {
-    pub const ALL: [KernelId; 10] = [
+    pub const ALL: [KernelId; 16] = [
         KernelId::Embed,
         KernelId::Gemm,
         KernelId::GemmPacked,
@@ -36,6 +43,12 @@ impl KernelId {
         KernelId::Attention,
         KernelId::MeanPool,
         KernelId::L2Normalize,
+        KernelId::QuantMatmul,
+        KernelId::EmbedRows,
+        KernelId::RmsNorm,
+        KernelId::RopeAndStore,
+        KernelId::CausalAttention,
+        KernelId::SwiGlu,
         KernelId::OutOfBoundsWrite,
     ];
 
@@ -51,6 +64,12 @@ impl KernelId {
             KernelId::Attention => "hipinfer_attention",
             KernelId::MeanPool => "hipinfer_mean_pool",
             KernelId::L2Normalize => "hipinfer_l2_normalize",
+            KernelId::QuantMatmul => "hipinfer_quant_matmul",
+            KernelId::EmbedRows => "hipinfer_embed_rows",
+            KernelId::RmsNorm => "hipinfer_rms_norm",
+            KernelId::RopeAndStore => "hipinfer_rope_and_store",
+            KernelId::CausalAttention => "hipinfer_causal_attention",
+            KernelId::SwiGlu => "hipinfer_swiglu",
             KernelId::OutOfBoundsWrite => "hipinfer_out_of_bounds_write",
         }
     }
@@ -158,6 +177,127 @@ pub enum Kernel<'a, B> {
         rows: usize,
         cols: usize,
     },
+    /// `out[m×n] = input[m×k] · W[n×k]ᵀ` with `W` stored in `format`'s blocks, row after row
+    /// (GGUF's bytes as they are in the file: `weight` holds them in its words).
+    QuantMatmul {
+        input: &'a B,
+        weight: &'a B,
+        out: &'a mut B,
+        m: usize,
+        n: usize,
+        k: usize,
+        format: QuantFormat,
+    },
+    /// `out[t] = table[ids[t]]` widened to f32: rows of `hidden` values of a `[vocab × hidden]`
+    /// table stored in `format` (a language model's token embedding).
+    EmbedRows {
+        ids: &'a B,
+        table: &'a B,
+        out: &'a mut B,
+        tokens: usize,
+        hidden: usize,
+        vocab: usize,
+        format: QuantFormat,
+    },
+    /// `x += add` (when given), then `out = x / √(mean(x²) + eps) · weight`, per row of `cols`:
+    /// the residual sum and the pre-norm of a llama block in one pass.
+    RmsNorm {
+        x: &'a mut B,
+        add: Option<&'a B>,
+        weight: &'a B,
+        out: &'a mut B,
+        rows: usize,
+        cols: usize,
+        eps: f32,
+    },
+    /// On a fused `qkv[rows × (heads + 2·kv_heads)·head_dim]` (Q, then K, then V per row):
+    /// rotates Q and K in place (rotary embedding, GGML's normal mode: pairs `(2i, 2i+1)` of the
+    /// first `rope_dims` of each head, angle `position · theta^(−2i/rope_dims)`, row `r` at
+    /// position `start + r`), then writes each row's K and V into rows `start + r` of the caches
+    /// (`[capacity × kv_heads·head_dim]` each).
+    RopeAndStore {
+        qkv: &'a mut B,
+        k_cache: &'a mut B,
+        v_cache: &'a mut B,
+        shape: DecoderShape,
+    },
+    /// Causal self-attention with grouped KV heads: row `r` of the fused `qkv` (its Q part)
+    /// attends to cache rows `0..=start + r`; query head `h` reads KV head
+    /// `h / (heads / kv_heads)`. `out[rows × heads·head_dim]`.
+    CausalAttention {
+        qkv: &'a B,
+        k_cache: &'a B,
+        v_cache: &'a B,
+        out: &'a mut B,
+        shape: DecoderShape,
+    },
+    /// `out[r] = silu(gate[r]) · up[r]` from a fused `gate_up[rows × 2·ff]` (gate, then up).
+    SwiGlu {
+        gate_up: &'a B,
+        out: &'a mut B,
+        rows: usize,
+        ff: usize,
+    },
+}
+
+/// The attention shape of one decoder step over one sequence's KV cache.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DecoderShape {
+    /// Tokens in this step.
+    pub rows: usize,
+    /// The position of the first (tokens already in the cache).
+    pub start: usize,
+    /// Rows the caches hold.
+    pub capacity: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    /// Leading dimensions of each head that rotate (the rest pass through).
+    pub rope_dims: usize,
+    pub theta: f32,
+}
+
+impl DecoderShape {
+    /// Values per row of the fused `qkv`.
+    pub fn qkv_width(&self) -> Option<usize> {
+        product(&[
+            self.heads.checked_add(self.kv_heads.checked_mul(2)?)?,
+            self.head_dim,
+        ])
+    }
+
+    /// Values per cache row.
+    pub fn kv_width(&self) -> Option<usize> {
+        product(&[self.kv_heads, self.head_dim])
+    }
+
+    fn check(&self) -> Result<(), String> {
+        let s = self;
+        if s.head_dim == 0 || s.kv_heads == 0 || s.heads % s.kv_heads != 0 {
+            return Err(format!(
+                "heads {} must be a multiple of kv_heads {} and head_dim {} positive",
+                s.heads, s.kv_heads, s.head_dim
+            ));
+        }
+        if s.rope_dims > s.head_dim || s.rope_dims % 2 != 0 {
+            return Err(format!(
+                "rope_dims {} must be even and at most head_dim {}",
+                s.rope_dims, s.head_dim
+            ));
+        }
+        if !(s.theta.is_finite() && s.theta > 0.0) {
+            return Err(format!("theta {} must be positive", s.theta));
+        }
+        match s.start.checked_add(s.rows) {
+            Some(end) if end <= s.capacity => Ok(()),
+            _ => Err(format!(
+                "positions {}..{} do not fit the cache of {} rows",
+                s.start,
+                s.start.saturating_add(s.rows),
+                s.capacity
+            )),
+        }
+    }
 }
 
 impl<B> Kernel<'_, B> {
@@ -172,6 +312,12 @@ impl<B> Kernel<'_, B> {
             Kernel::Attention { .. } => KernelId::Attention,
             Kernel::MeanPool { .. } => KernelId::MeanPool,
             Kernel::L2Normalize { .. } => KernelId::L2Normalize,
+            Kernel::QuantMatmul { .. } => KernelId::QuantMatmul,
+            Kernel::EmbedRows { .. } => KernelId::EmbedRows,
+            Kernel::RmsNorm { .. } => KernelId::RmsNorm,
+            Kernel::RopeAndStore { .. } => KernelId::RopeAndStore,
+            Kernel::CausalAttention { .. } => KernelId::CausalAttention,
+            Kernel::SwiGlu { .. } => KernelId::SwiGlu,
         }
     }
 }
@@ -313,6 +459,92 @@ impl<'a, B> Kernel<'a, B> {
                 x,
                 rows: *rows,
                 cols: *cols,
+            },
+            Kernel::QuantMatmul {
+                input,
+                weight,
+                out,
+                m,
+                n,
+                k,
+                format,
+            } => Kernel::QuantMatmul {
+                input,
+                weight,
+                out,
+                m: *m,
+                n: *n,
+                k: *k,
+                format: *format,
+            },
+            Kernel::EmbedRows {
+                ids,
+                table,
+                out,
+                tokens,
+                hidden,
+                vocab,
+                format,
+            } => Kernel::EmbedRows {
+                ids,
+                table,
+                out,
+                tokens: *tokens,
+                hidden: *hidden,
+                vocab: *vocab,
+                format: *format,
+            },
+            Kernel::RmsNorm {
+                x,
+                add,
+                weight,
+                out,
+                rows,
+                cols,
+                eps,
+            } => Kernel::RmsNorm {
+                x,
+                add: add.as_deref(),
+                weight,
+                out,
+                rows: *rows,
+                cols: *cols,
+                eps: *eps,
+            },
+            Kernel::RopeAndStore {
+                qkv,
+                k_cache,
+                v_cache,
+                shape,
+            } => Kernel::RopeAndStore {
+                qkv,
+                k_cache,
+                v_cache,
+                shape: *shape,
+            },
+            Kernel::CausalAttention {
+                qkv,
+                k_cache,
+                v_cache,
+                out,
+                shape,
+            } => Kernel::CausalAttention {
+                qkv,
+                k_cache,
+                v_cache,
+                out,
+                shape: *shape,
+            },
+            Kernel::SwiGlu {
+                gate_up,
+                out,
+                rows,
+                ff,
+            } => Kernel::SwiGlu {
+                gate_up,
+                out,
+                rows: *rows,
+                ff: *ff,
             },
         }
     }
@@ -483,6 +715,110 @@ impl<'a, B> Kernel<'a, B> {
             }
             Kernel::L2Normalize { x, rows, cols } => {
                 checks.push(("x", len(x), product(&[*rows, *cols])))
+            }
+            Kernel::QuantMatmul {
+                input,
+                weight,
+                out,
+                m,
+                n,
+                k,
+                format,
+            } => {
+                if format.row_bytes(*k).is_none() {
+                    return invalid(format!(
+                        "k {k} is not a whole number of {format} blocks of {VALUES_PER_BLOCK}"
+                    ));
+                }
+                checks.push(("input", len(input), product(&[*m, *k])));
+                checks.push(("weight", len(weight), format.words(*n, *k)));
+                checks.push(("out", len(out), product(&[*m, *n])));
+            }
+            Kernel::EmbedRows {
+                ids,
+                table,
+                out,
+                tokens,
+                hidden,
+                vocab,
+                format,
+            } => {
+                if format.row_bytes(*hidden).is_none() {
+                    return invalid(format!(
+                        "hidden {hidden} is not a whole number of {format} blocks"
+                    ));
+                }
+                checks.push(("ids", len(ids), Some(*tokens)));
+                checks.push(("table", len(table), format.words(*vocab, *hidden)));
+                checks.push(("out", len(out), product(&[*tokens, *hidden])));
+            }
+            Kernel::RmsNorm {
+                x,
+                add,
+                weight,
+                out,
+                rows,
+                cols,
+                eps,
+            } => {
+                if *cols == 0 || !(eps.is_finite() && *eps >= 0.0) {
+                    return invalid(format!("cols {cols} and eps {eps} must be positive"));
+                }
+                checks.push(("x", len(x), product(&[*rows, *cols])));
+                if let Some(add) = add {
+                    checks.push(("add", len(add), product(&[*rows, *cols])));
+                }
+                checks.push(("weight", len(weight), Some(*cols)));
+                checks.push(("out", len(out), product(&[*rows, *cols])));
+            }
+            Kernel::RopeAndStore {
+                qkv,
+                k_cache,
+                v_cache,
+                shape,
+            } => {
+                shape.check().or_else(invalid)?;
+                let rows = shape.rows;
+                checks.push((
+                    "qkv",
+                    len(qkv),
+                    shape.qkv_width().and_then(|w| product(&[rows, w])),
+                ));
+                let cache = shape.kv_width().and_then(|w| product(&[shape.capacity, w]));
+                checks.push(("k_cache", len(k_cache), cache));
+                checks.push(("v_cache", len(v_cache), cache));
+            }
+            Kernel::CausalAttention {
+                qkv,
+                k_cache,
+                v_cache,
+                out,
+                shape,
+            } => {
+                shape.check().or_else(invalid)?;
+                let rows = shape.rows;
+                checks.push((
+                    "qkv",
+                    len(qkv),
+                    shape.qkv_width().and_then(|w| product(&[rows, w])),
+                ));
+                let cache = shape.kv_width().and_then(|w| product(&[shape.capacity, w]));
+                checks.push(("k_cache", len(k_cache), cache));
+                checks.push(("v_cache", len(v_cache), cache));
+                checks.push((
+                    "out",
+                    len(out),
+                    product(&[rows, shape.heads, shape.head_dim]),
+                ));
+            }
+            Kernel::SwiGlu {
+                gate_up,
+                out,
+                rows,
+                ff,
+            } => {
+                checks.push(("gate_up", len(gate_up), product(&[*rows, 2, *ff])));
+                checks.push(("out", len(out), product(&[*rows, *ff])));
             }
         }
         for (name, have, need) in checks {

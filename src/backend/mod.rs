@@ -18,6 +18,7 @@ pub mod gpu;
 #[cfg(feature = "hip")]
 pub mod hip;
 mod kernel;
+mod quant;
 mod resilient;
 mod traits;
 
@@ -35,6 +36,7 @@ pub use faulty::{
 };
 #[cfg(feature = "hip")]
 pub use hip::{HipBackend, HipBuffer};
-pub use kernel::{Activation, Kernel, KernelId};
+pub use kernel::{Activation, DecoderShape, Kernel, KernelId};
+pub use quant::{QuantFormat, VALUES_PER_BLOCK};
 pub use resilient::{RecoveredCall, Resilient};
 pub use traits::{Backend, DeviceInfo, Word};

@@ -1,11 +1,28 @@
-//! Language models from GGUF (llama family): the pieces built so far — the tokenizer, the chat
-//! template and streaming detokenization.
-//! The decoder itself (weights on a backend, KV cache, sampling) comes next.
+//! Language models from GGUF (the llama family): the tokenizer and chat template from the
+//! file's metadata, the weights in their own block formats on a backend, the forward pass with
+//! a KV cache, sampling, and the generation loop that survives device resets by replaying from
+//! what the host holds.
 
 mod chat_template;
+mod config;
+mod error;
+mod generate;
+mod kv_cache;
+mod model;
+mod sampler;
 mod stream_decoder;
 mod tokenizer;
+mod weights;
 
 pub use chat_template::{ChatMessage, ChatTemplate};
+pub use config::{LlamaConfig, SUPPORTED_ARCHITECTURES};
+pub use error::LlmError;
+pub use generate::{
+    FinishReason, GenerateRequest, Generated, Generator, MAX_RECOVERIES, PREFILL_CHUNK,
+};
+pub use kv_cache::KvCache;
+pub use model::{forward, LanguageModel};
+pub use sampler::{argmax, sample, SamplingParams};
 pub use stream_decoder::StreamDecoder;
 pub use tokenizer::{GgufTokenizer, TokenizerError};
+pub use weights::{format_of, LayerWeights, LlamaWeights, QuantMatrix};

@@ -157,6 +157,11 @@ impl GgufTokenizer {
             .map_err(|e| bad("decode", e.to_string()))
     }
 
+    /// The id of a token written whole (a control token such as `<|im_end|>`).
+    pub fn token_id(&self, token: &str) -> Option<u32> {
+        self.tokenizer.token_to_id(token)
+    }
+
     pub fn vocab_size(&self) -> usize {
         self.tokenizer.get_vocab_size(true)
     }

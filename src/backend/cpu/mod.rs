@@ -5,12 +5,14 @@
 //! so allocation failures, reclaim and reuse behave alike on both.
 
 mod attention;
+mod decoder;
 mod few_rows;
 mod gemm;
 mod kernels;
 pub mod level;
 pub mod math;
 pub mod packed;
+mod quant_matmul;
 mod reduced;
 mod spread;
 
@@ -21,8 +23,9 @@ use crate::error::{HipError, Op};
 
 use super::allocator::{CachingAllocator, PooledBlock, RawMemory};
 use super::checks::{copy_fits, current, words_to_bytes};
-use super::kernel::Kernel;
+use super::kernel::{Kernel, KernelId};
 use super::traits::{Backend, DeviceInfo, Word};
+use math::with_simd;
 
 pub use attention::AttentionShape;
 pub use level::SimdLevel;
@@ -74,6 +77,11 @@ impl CpuBuffer {
 
     fn as_f32_mut(&mut self) -> &mut [f32] {
         &mut self.block.block_mut()[..self.len]
+    }
+
+    /// The buffer's words as bytes (weights in GGUF's block formats).
+    pub fn as_bytes(&self) -> &[u8] {
+        bytemuck::cast_slice(self.as_f32())
     }
 
     /// The buffer's values reinterpreted as `u32` (token ids).
@@ -324,6 +332,101 @@ impl CpuBackend {
                     self.spread(rows * cols, |spread| kernels::l2_normalize(x, cols, spread));
                 }
             }
+            Kernel::QuantMatmul {
+                input,
+                weight,
+                out,
+                m,
+                n,
+                k,
+                format,
+            } => {
+                let (input, weight, out) = (input.as_f32(), weight.as_bytes(), out.as_f32_mut());
+                let macs = m.saturating_mul(n).saturating_mul(k);
+                if threads > 1 && macs >= gemm::PARALLEL_MIN_MACS / 4 {
+                    self.pool.install(|| {
+                        quant_matmul::quant_matmul(input, weight, out, (m, n, k), format, threads)
+                    })
+                } else {
+                    quant_matmul::quant_matmul(input, weight, out, (m, n, k), format, 1)
+                }
+            }
+            Kernel::EmbedRows {
+                ids,
+                table,
+                out,
+                tokens,
+                hidden,
+                vocab,
+                format,
+            } => {
+                let ids = &ids.as_u32()[..tokens];
+                if let Some(bad) = ids.iter().find(|&&id| id as usize >= vocab) {
+                    return Err(HipError::new(1, Op::Launch)
+                        .with_kernel(KernelId::EmbedRows.symbol())
+                        .with_detail(format!(
+                            "token id {bad} is outside the vocabulary of {vocab}"
+                        )));
+                }
+                let out = &mut out.as_f32_mut()[..tokens * hidden];
+                decoder::embed_rows(ids, table.as_bytes(), out, hidden, format);
+            }
+            Kernel::RmsNorm {
+                x,
+                add,
+                weight,
+                out,
+                rows,
+                cols,
+                eps,
+            } => {
+                let size = rows * cols;
+                with_simd(decoder::RmsNormRows {
+                    x: &mut x.as_f32_mut()[..size],
+                    add: add.map(|a| &a.as_f32()[..size]),
+                    weight: weight.as_f32(),
+                    out: &mut out.as_f32_mut()[..size],
+                    cols,
+                    eps,
+                });
+            }
+            Kernel::RopeAndStore {
+                qkv,
+                k_cache,
+                v_cache,
+                shape,
+            } => decoder::rope_and_store(
+                qkv.as_f32_mut(),
+                k_cache.as_f32_mut(),
+                v_cache.as_f32_mut(),
+                shape,
+            ),
+            Kernel::CausalAttention {
+                qkv,
+                k_cache,
+                v_cache,
+                out,
+                shape,
+            } => {
+                let keys = shape.start + shape.rows;
+                let work =
+                    shape.rows * shape.heads * keys * shape.head_dim * 2 / ATTENTION_MACS_PER_VALUE;
+                let (qkv, k_cache, v_cache) = (qkv.as_f32(), k_cache.as_f32(), v_cache.as_f32());
+                let out = out.as_f32_mut();
+                self.spread(work, |spread| {
+                    decoder::causal_attention(qkv, k_cache, v_cache, out, shape, spread)
+                });
+            }
+            Kernel::SwiGlu {
+                gate_up,
+                out,
+                rows,
+                ff,
+            } => with_simd(decoder::SwiGluRows {
+                gate_up: &gate_up.as_f32()[..rows * 2 * ff],
+                out: &mut out.as_f32_mut()[..rows * ff],
+                ff,
+            }),
         }
         Ok(())
     }

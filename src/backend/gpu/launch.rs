@@ -153,6 +153,18 @@ pub fn plan<D: Driver>(kernel: &Kernel<'_, GpuBuffer<D>>) -> Result<Launch, HipE
                 "{dtype} weights run on the CPU backend only; use dtype f32 on {}",
                 D::NAME
             ))),
+        Kernel::QuantMatmul { .. }
+        | Kernel::EmbedRows { .. }
+        | Kernel::RmsNorm { .. }
+        | Kernel::RopeAndStore { .. }
+        | Kernel::CausalAttention { .. }
+        | Kernel::SwiGlu { .. } => Err(HipError::new(801, Op::Launch)
+            .with_kernel(kernel.id().symbol())
+            .with_detail(format!(
+                "the language-model kernels have no {} version yet: run language models on the \
+                 CPU backend",
+                D::NAME
+            ))),
         Kernel::Gelu { x, len } => one_d(*len, vec![Pointer(x.address()), Int(dim(*len, "len")?)]),
         Kernel::Add { x, y, len } => one_d(
             *len,

@@ -35,7 +35,13 @@ pub const fn file_of(id: KernelId) -> Option<&'static str> {
         KernelId::Attention => Some("attention"),
         KernelId::MeanPool => Some("pooling"),
         KernelId::OutOfBoundsWrite => Some("fault"),
-        KernelId::GemmPacked => None,
+        KernelId::GemmPacked
+        | KernelId::QuantMatmul
+        | KernelId::EmbedRows
+        | KernelId::RmsNorm
+        | KernelId::RopeAndStore
+        | KernelId::CausalAttention
+        | KernelId::SwiGlu => None,
     }
 }
 

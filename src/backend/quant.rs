@@ -1,0 +1,175 @@
+//! `QuantFormat`: how the weights of a language model's matrix products are stored in device
+//! buffers — GGUF's own block formats, byte for byte, so a file's tensors upload without
+//! conversion. Every format comes in blocks of [`VALUES_PER_BLOCK`] values along `k` (f32 and
+//! f16 too, so one row walk serves all), and a row of `k` values is `k / 32` whole blocks.
+
+use std::fmt;
+
+/// Values of `k` per block, in every format.
+pub const VALUES_PER_BLOCK: usize = 32;
+
+/// A weight's storage format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum QuantFormat {
+    /// 32-bit floats.
+    F32,
+    /// IEEE half floats.
+    F16,
+    /// `{f16 d; i8 q[32]}`: `d · q`.
+    Q8_0,
+    /// `{f16 d; u8 q[16]}` (low nibbles values 0..16, high nibbles 16..32): `d · (q − 8)`.
+    Q4_0,
+    /// `{f16 d; f16 m; u8 q[16]}`: `d · q + m`.
+    Q4_1,
+}
+
+impl QuantFormat {
+    pub const ALL: [QuantFormat; 5] = [
+        QuantFormat::F32,
+        QuantFormat::F16,
+        QuantFormat::Q8_0,
+        QuantFormat::Q4_0,
+        QuantFormat::Q4_1,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            QuantFormat::F32 => "F32",
+            QuantFormat::F16 => "F16",
+            QuantFormat::Q8_0 => "Q8_0",
+            QuantFormat::Q4_0 => "Q4_0",
+            QuantFormat::Q4_1 => "Q4_1",
+        }
+    }
+
+    /// Bytes of one block of [`VALUES_PER_BLOCK`] values.
+    pub const fn block_bytes(self) -> usize {
+        match self {
+            QuantFormat::F32 => 128,
+            QuantFormat::F16 => 64,
+            QuantFormat::Q8_0 => 34,
+            QuantFormat::Q4_0 => 18,
+            QuantFormat::Q4_1 => 20,
+        }
+    }
+
+    /// Bytes of one row of `k` values (`None` unless `k` is a whole number of blocks).
+    pub fn row_bytes(self, k: usize) -> Option<usize> {
+        if k % VALUES_PER_BLOCK != 0 {
+            return None;
+        }
+        (k / VALUES_PER_BLOCK).checked_mul(self.block_bytes())
+    }
+
+    /// 32-bit words holding `rows` rows of `k` values (the last word zero-padded).
+    pub fn words(self, rows: usize, k: usize) -> Option<usize> {
+        Some(self.row_bytes(k)?.checked_mul(rows)?.div_ceil(4))
+    }
+}
+
+impl fmt::Display for QuantFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One block's values before its scale: `q` (as f32), with `d` and `offset` such that the
+/// block's values are `d · q[i] + offset`. A dot product with `x` is then
+/// `d · Σ q·x + offset · Σ x`, so the scale multiplies once per block, not once per value.
+#[derive(Debug, Clone, Copy)]
+pub struct Block {
+    pub q: [f32; VALUES_PER_BLOCK],
+    pub d: f32,
+    pub offset: f32,
+}
+
+fn half(bytes: &[u8], at: usize) -> f32 {
+    half::f16::from_bits(u16::from_le_bytes([bytes[at], bytes[at + 1]])).to_f32()
+}
+
+impl QuantFormat {
+    /// Decodes one block (`bytes` is exactly [`Self::block_bytes`] long).
+    #[inline(always)]
+    pub fn decode(self, bytes: &[u8]) -> Block {
+        let mut q = [0f32; VALUES_PER_BLOCK];
+        match self {
+            QuantFormat::F32 => {
+                for (q, b) in q.iter_mut().zip(bytes.chunks_exact(4)) {
+                    *q = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                }
+                Block {
+                    q,
+                    d: 1.0,
+                    offset: 0.0,
+                }
+            }
+            QuantFormat::F16 => {
+                for (i, q) in q.iter_mut().enumerate() {
+                    *q = half(bytes, 2 * i);
+                }
+                Block {
+                    q,
+                    d: 1.0,
+                    offset: 0.0,
+                }
+            }
+            QuantFormat::Q8_0 => {
+                let d = half(bytes, 0);
+                for (q, &b) in q.iter_mut().zip(&bytes[2..34]) {
+                    *q = f32::from(b as i8);
+                }
+                Block { q, d, offset: 0.0 }
+            }
+            QuantFormat::Q4_0 => {
+                let d = half(bytes, 0);
+                nibbles(&bytes[2..18], &mut q);
+                Block {
+                    q,
+                    d,
+                    offset: -8.0 * d,
+                }
+            }
+            QuantFormat::Q4_1 => {
+                let (d, m) = (half(bytes, 0), half(bytes, 2));
+                nibbles(&bytes[4..20], &mut q);
+                Block { q, d, offset: m }
+            }
+        }
+    }
+
+    /// Widens one row of `out.len()` values (whole blocks) from `bytes`.
+    pub fn dequantize_row(self, bytes: &[u8], out: &mut [f32]) {
+        let size = self.block_bytes();
+        for (values, block) in out
+            .chunks_exact_mut(VALUES_PER_BLOCK)
+            .zip(bytes.chunks_exact(size))
+        {
+            let Block { q, d, offset } = self.decode(block);
+            for (v, q) in values.iter_mut().zip(q) {
+                *v = q.mul_add(d, offset);
+            }
+        }
+    }
+}
+
+/// Low nibbles are values 0..16, high nibbles 16..32.
+#[inline(always)]
+fn nibbles(packed: &[u8], q: &mut [f32; VALUES_PER_BLOCK]) {
+    let (low, high) = q.split_at_mut(VALUES_PER_BLOCK / 2);
+    for ((l, h), &b) in low.iter_mut().zip(high.iter_mut()).zip(packed) {
+        *l = f32::from(b & 0x0f);
+        *h = f32::from(b >> 4);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_are_whole_blocks() {
+        assert_eq!(QuantFormat::Q4_1.row_bytes(576), Some(18 * 20));
+        assert_eq!(QuantFormat::Q8_0.row_bytes(33), None);
+        assert_eq!(QuantFormat::Q4_0.words(3, 32), Some(14));
+    }
+}

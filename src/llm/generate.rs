@@ -1,0 +1,356 @@
+//! `Generator`: a language model's weights on a backend, and the generation loop — prefill the
+//! prompt in chunks, then one token per step: sample on the host, stop on the model's stop
+//! tokens, a stop string, `max_tokens` or the context's end, and stream the text as it is
+//! produced (never half a UTF-8 character, never a piece of a stop string).
+//!
+//! The host holds everything a step needs (prompt ids, generated ids, the sampler's seed and
+//! step), so when a step fails with a Reset-class device error the backend is reset, the
+//! weights uploaded again, and the KV cache rebuilt by prefilling prompt + generated tokens:
+//! the continuation is the one the sequence would have had without the fault.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::backend::Backend;
+use crate::error::Recovery;
+
+use super::model::forward;
+use super::sampler::sample;
+use super::weights::LlamaWeights;
+use super::{KvCache, LanguageModel, LlmError, SamplingParams, StreamDecoder};
+
+/// Prompt tokens per prefill step at most (longer prompts take several).
+pub const PREFILL_CHUNK: usize = 512;
+/// Device resets one generation may recover from before it fails.
+pub const MAX_RECOVERIES: u32 = 3;
+
+/// What to generate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenerateRequest {
+    pub prompt_ids: Vec<u32>,
+    /// Tokens to generate at most (≥ 1, ≤ the context length).
+    pub max_tokens: usize,
+    pub sampling: SamplingParams,
+    /// Texts that end the generation (not included in the text).
+    pub stop: Vec<String>,
+    /// A context shorter than the model's (memory), or `None` for the model's.
+    pub context_length: Option<usize>,
+}
+
+/// Why a generation ended (OpenAI's `finish_reason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FinishReason {
+    /// A stop token or stop string.
+    Stop,
+    /// `max_tokens`, or the end of the context.
+    Length,
+}
+
+/// A finished generation.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Generated {
+    pub prompt_ids: Vec<u32>,
+    /// Every sampled id, the stop token included when one ended it.
+    pub generated_ids: Vec<u32>,
+    pub text: String,
+    pub finish_reason: FinishReason,
+    /// From the call to the first token sampled.
+    pub time_to_first_token: Duration,
+    /// From the first token to the last.
+    pub decode_time: Duration,
+    /// Device resets recovered from (each re-prefilled prompt + generated tokens).
+    pub recoveries: u32,
+}
+
+/// A model on a backend.
+pub struct Generator<B: Backend> {
+    model: Arc<LanguageModel>,
+    backend: B,
+    weights: LlamaWeights<B::Buffer>,
+}
+
+impl<B: Backend> std::fmt::Debug for Generator<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Generator")
+            .field("model", &self.model.path())
+            .field("backend", &self.backend.info())
+            .finish()
+    }
+}
+
+/// The longest suffix of `text` that begins some stop string (held back while streaming).
+fn held_back(text: &str, stops: &[String]) -> usize {
+    let mut hold = 0;
+    for stop in stops {
+        for (i, _) in stop.char_indices().skip(1) {
+            if text.ends_with(&stop[..i]) {
+                hold = hold.max(i);
+            }
+        }
+    }
+    hold
+}
+
+impl<B: Backend> Generator<B> {
+    /// Uploads `model`'s weights to `backend` (a Reset-class failure is retried after a reset).
+    pub fn new(model: Arc<LanguageModel>, backend: B) -> Result<Self, LlmError> {
+        let weights = upload(&model, &backend)?;
+        Ok(Generator {
+            model,
+            backend,
+            weights,
+        })
+    }
+
+    pub fn model(&self) -> &Arc<LanguageModel> {
+        &self.model
+    }
+
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    /// The context a request may use.
+    fn context(&self, request: &GenerateRequest) -> Result<usize, LlmError> {
+        let model = self.model.config().context_length;
+        match request.context_length {
+            None => Ok(model),
+            Some(0) => Err(LlmError::argument("context_length", "must be at least 1")),
+            Some(c) if c > model => Err(LlmError::argument(
+                "context_length",
+                format!("{c} is past the model's context of {model} tokens"),
+            )),
+            Some(c) => Ok(c),
+        }
+    }
+
+    /// Checks `request` against the model: a bad one is an error naming the argument.
+    pub fn validate(&self, request: &GenerateRequest) -> Result<usize, LlmError> {
+        request.sampling.validate()?;
+        let context = self.context(request)?;
+        if request.max_tokens == 0 {
+            return Err(LlmError::argument("max_tokens", "must be at least 1"));
+        }
+        if request.max_tokens > context {
+            return Err(LlmError::argument(
+                "max_tokens",
+                format!(
+                    "{} is past the context of {context} tokens",
+                    request.max_tokens
+                ),
+            ));
+        }
+        if request.prompt_ids.is_empty() {
+            return Err(LlmError::argument("prompt", "is empty"));
+        }
+        if request.prompt_ids.len() >= context {
+            return Err(LlmError::argument(
+                "prompt",
+                format!(
+                    "{} tokens leave no room to generate in the context of {context}",
+                    request.prompt_ids.len()
+                ),
+            ));
+        }
+        let vocab = self.model.config().vocab;
+        if let Some(bad) = request.prompt_ids.iter().find(|&&id| id as usize >= vocab) {
+            return Err(LlmError::argument(
+                "prompt",
+                format!("token id {bad} is outside the vocabulary of {vocab}"),
+            ));
+        }
+        if request.stop.iter().any(String::is_empty) {
+            return Err(LlmError::argument("stop", "an empty stop string"));
+        }
+        Ok(context)
+    }
+
+    /// The logits of the last of `tokens`, appended to `cache` in chunks.
+    fn prefill(
+        &self,
+        cache: &mut KvCache<B::Buffer>,
+        tokens: &[u32],
+    ) -> Result<Vec<f32>, B::Error> {
+        let mut logits = Vec::new();
+        let chunks = tokens.chunks(PREFILL_CHUNK);
+        let count = chunks.len();
+        for (i, chunk) in chunks.enumerate() {
+            let rows: &[usize] = if i + 1 == count {
+                &[chunk.len() - 1]
+            } else {
+                &[]
+            };
+            let rows: Vec<usize> = rows.to_vec();
+            logits = forward(
+                &self.backend,
+                self.model.config(),
+                &self.weights,
+                cache,
+                chunk,
+                &rows,
+            )?;
+        }
+        Ok(logits)
+    }
+
+    /// The first step's logits of `prompt_ids` (for checks against a reference).
+    pub fn prompt_logits(&mut self, prompt_ids: &[u32]) -> Result<Vec<f32>, LlmError> {
+        let config = self.model.config();
+        let mut cache = KvCache::new(&self.backend, config, prompt_ids.len().max(1))
+            .map_err(LlmError::device)?;
+        self.prefill(&mut cache, prompt_ids)
+            .map_err(LlmError::device)
+    }
+
+    /// Resets the backend, uploads the weights again and rebuilds a cache of `capacity` from
+    /// `tokens`: the logits after them.
+    fn recover(
+        &mut self,
+        capacity: usize,
+        tokens: &[u32],
+    ) -> Result<(KvCache<B::Buffer>, Vec<f32>), LlmError> {
+        self.backend.reset().map_err(LlmError::device)?;
+        self.weights = upload(&self.model, &self.backend)?;
+        let mut cache =
+            KvCache::new(&self.backend, self.model.config(), capacity).map_err(LlmError::device)?;
+        let logits = self.prefill(&mut cache, tokens).map_err(LlmError::device)?;
+        Ok((cache, logits))
+    }
+
+    /// Generates for `request`, calling `on_text` with each piece of text as it is final.
+    pub fn generate(
+        &mut self,
+        request: &GenerateRequest,
+        on_text: &mut dyn FnMut(&str),
+    ) -> Result<Generated, LlmError> {
+        let started = Instant::now();
+        let context = self.validate(request)?;
+        let prompt = &request.prompt_ids;
+        let capacity = (prompt.len() + request.max_tokens).min(context);
+        let mut recoveries = 0;
+        let mut history: Vec<u32> = prompt.clone();
+        // Runs one device step; on a Reset-class failure, replays everything from the host.
+        let mut cache = None;
+        let mut logits = Vec::new();
+        let mut pending: Option<u32> = None;
+        let mut generated: Vec<u32> = Vec::with_capacity(request.max_tokens);
+        let model = Arc::clone(&self.model);
+        let tokenizer = model.tokenizer();
+        let mut decoder = StreamDecoder::new(tokenizer);
+        let mut text = String::new();
+        let mut emitted = 0;
+        let mut first_token = None;
+        let mut stopped_by_text = false;
+        let finish_reason = loop {
+            let step = match (&mut cache, pending) {
+                (None, _) => KvCache::new(&self.backend, model.config(), capacity)
+                    .and_then(|mut c| {
+                        let l = self.prefill(&mut c, prompt)?;
+                        Ok((c, l))
+                    })
+                    .map(|(c, l)| {
+                        cache = Some(c);
+                        l
+                    }),
+                (Some(c), Some(token)) => forward(
+                    &self.backend,
+                    model.config(),
+                    &self.weights,
+                    c,
+                    &[token],
+                    &[0],
+                ),
+                (Some(_), None) => Ok(std::mem::take(&mut logits)),
+            };
+            match step {
+                Ok(l) => logits = l,
+                Err(error) => {
+                    let error = LlmError::device(error);
+                    if error.recovery() != Some(Recovery::Reset) || recoveries >= MAX_RECOVERIES {
+                        return Err(error);
+                    }
+                    recoveries += 1;
+                    tracing::warn!(recoveries, "generation step failed, replaying: {error}");
+                    drop(cache.take()); // its memory goes back before the new cache's
+                    let (c, l) = self.recover(capacity, &history)?;
+                    cache = Some(c);
+                    logits = l;
+                }
+            }
+            let token = sample(
+                &request.sampling,
+                &mut logits,
+                &history,
+                generated.len() as u64,
+            );
+            first_token.get_or_insert_with(Instant::now);
+            generated.push(token);
+            history.push(token);
+            if model.stop_ids().contains(&token) {
+                break FinishReason::Stop;
+            }
+            text.push_str(&decoder.push(token).map_err(LlmError::from)?);
+            if let Some(at) = request
+                .stop
+                .iter()
+                .filter_map(|s| {
+                    text[emitted.min(text.len())..]
+                        .find(s.as_str())
+                        .map(|i| i + emitted)
+                })
+                .min()
+            {
+                text.truncate(at);
+                stopped_by_text = true;
+                break FinishReason::Stop;
+            }
+            let safe = text.len() - held_back(&text, &request.stop);
+            if safe > emitted {
+                on_text(&text[emitted..safe]);
+                emitted = safe;
+            }
+            if generated.len() >= request.max_tokens || history.len() >= context {
+                break FinishReason::Length;
+            }
+            pending = Some(token);
+        };
+        if !stopped_by_text {
+            text.push_str(&decoder.finish().map_err(LlmError::from)?);
+        }
+        if text.len() > emitted {
+            on_text(&text[emitted..]);
+        }
+        let first = first_token.unwrap_or_else(Instant::now);
+        Ok(Generated {
+            prompt_ids: prompt.clone(),
+            generated_ids: generated,
+            text,
+            finish_reason,
+            time_to_first_token: first - started,
+            decode_time: first.elapsed(),
+            recoveries,
+        })
+    }
+}
+
+/// Uploads the weights; a Reset-class failure is tried again after a reset.
+fn upload<B: Backend>(
+    model: &LanguageModel,
+    backend: &B,
+) -> Result<LlamaWeights<B::Buffer>, LlmError> {
+    let mut attempt = 1;
+    loop {
+        match model.upload(backend)? {
+            Ok(weights) => return Ok(weights),
+            Err(error) => {
+                let error = LlmError::device(error);
+                if error.recovery() != Some(Recovery::Reset) || attempt >= MAX_RECOVERIES {
+                    return Err(error);
+                }
+                attempt += 1;
+                backend.reset().map_err(LlmError::device)?;
+            }
+        }
+    }
+}
