@@ -65,16 +65,6 @@ fn prompt(model: &LanguageModel, case: &serde_json::Value) -> Vec<u32> {
     model.tokenizer().encode(&text).unwrap()
 }
 
-fn greedy(prompt_ids: Vec<u32>, max_tokens: usize) -> GenerateRequest {
-    GenerateRequest {
-        prompt_ids,
-        max_tokens,
-        sampling: SamplingParams::default(),
-        stop: Vec::new(),
-        context_length: None,
-    }
-}
-
 fn check_cases<B: Backend>(generator: &mut Generator<B>, with_logits: bool) {
     let fixture = fixture();
     for case in fixture["cases"].as_array().unwrap() {
@@ -99,7 +89,7 @@ fn check_cases<B: Backend>(generator: &mut Generator<B>, with_logits: bool) {
         let max_tokens = case["max_new_tokens"].as_u64().unwrap() as usize;
         let mut streamed = String::new();
         let out = generator
-            .generate(&greedy(prompt_ids, max_tokens), &mut |t| {
+            .generate(&GenerateRequest::greedy(prompt_ids, max_tokens), &mut |t| {
                 streamed.push_str(t)
             })
             .unwrap();

@@ -630,6 +630,10 @@ impl<B: Backend<Error = HipError>> Backend for FaultyBackend<B> {
         self.inner.reset()
     }
 
+    fn scoped<R: Send>(&self, job: impl FnOnce() -> R + Send) -> R {
+        self.inner.scoped(job)
+    }
+
     fn reclaim(&self) -> u64 {
         self.reclaims.fetch_add(1, Ordering::Relaxed);
         self.inner.reclaim()

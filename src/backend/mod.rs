@@ -37,6 +37,6 @@ pub use faulty::{
 #[cfg(feature = "hip")]
 pub use hip::{HipBackend, HipBuffer};
 pub use kernel::{Activation, DecoderShape, Kernel, KernelId};
-pub use quant::{QuantFormat, VALUES_PER_BLOCK};
+pub use quant::{f16_to_f32, QuantFormat, VALUES_PER_BLOCK};
 pub use resilient::{RecoveredCall, Resilient};
 pub use traits::{Backend, DeviceInfo, Word};

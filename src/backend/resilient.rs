@@ -152,6 +152,10 @@ impl<B: Backend<Error = HipError>> Backend for Resilient<B> {
         result
     }
 
+    fn scoped<R: Send>(&self, job: impl FnOnce() -> R + Send) -> R {
+        self.inner.scoped(job)
+    }
+
     fn reclaim(&self) -> u64 {
         self.inner.reclaim()
     }

@@ -35,6 +35,23 @@ pub struct GenerateRequest {
     pub stop: Vec<String>,
     /// A context shorter than the model's (memory), or `None` for the model's.
     pub context_length: Option<usize>,
+    /// Keep going past the model's stop tokens (benchmarks: a fixed number of tokens).
+    pub ignore_stop_tokens: bool,
+}
+
+impl GenerateRequest {
+    /// Greedy decoding of up to `max_tokens` after `prompt_ids`, stopping at the model's stop
+    /// tokens.
+    pub fn greedy(prompt_ids: Vec<u32>, max_tokens: usize) -> GenerateRequest {
+        GenerateRequest {
+            prompt_ids,
+            max_tokens,
+            sampling: SamplingParams::default(),
+            stop: Vec::new(),
+            context_length: None,
+            ignore_stop_tokens: false,
+        }
+    }
 }
 
 /// Why a generation ended (OpenAI's `finish_reason`).
@@ -287,7 +304,7 @@ impl<B: Backend> Generator<B> {
             first_token.get_or_insert_with(Instant::now);
             generated.push(token);
             history.push(token);
-            if model.stop_ids().contains(&token) {
+            if !request.ignore_stop_tokens && model.stop_ids().contains(&token) {
                 break FinishReason::Stop;
             }
             text.push_str(&decoder.push(token).map_err(LlmError::from)?);

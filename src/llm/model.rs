@@ -157,6 +157,17 @@ pub fn forward<B: Backend>(
     tokens: &[u32],
     logit_rows: &[usize],
 ) -> Result<Vec<f32>, B::Error> {
+    backend.scoped(|| forward_in_scope(backend, config, weights, cache, tokens, logit_rows))
+}
+
+fn forward_in_scope<B: Backend>(
+    backend: &B,
+    config: &LlamaConfig,
+    weights: &LlamaWeights<B::Buffer>,
+    cache: &mut KvCache<B::Buffer>,
+    tokens: &[u32],
+    logit_rows: &[usize],
+) -> Result<Vec<f32>, B::Error> {
     let c = config;
     let rows = tokens.len();
     let shape = DecoderShape {

@@ -13,6 +13,7 @@ pub mod level;
 pub mod math;
 pub mod packed;
 mod quant_matmul;
+mod quant_simd;
 mod reduced;
 mod spread;
 
@@ -516,6 +517,10 @@ impl Backend for CpuBackend {
     fn reset(&self) -> Result<(), HipError> {
         self.allocator.forget();
         Ok(())
+    }
+
+    fn scoped<R: Send>(&self, job: impl FnOnce() -> R + Send) -> R {
+        self.pool.install(job)
     }
 
     fn reclaim(&self) -> u64 {

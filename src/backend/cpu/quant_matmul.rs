@@ -15,6 +15,7 @@ use crate::backend::quant::{QuantFormat, VALUES_PER_BLOCK};
 use super::few_rows::FEW_ROWS;
 use super::gemm::gemm_bias;
 use super::math::with_simd;
+use super::quant_simd;
 
 /// Input rows that share one decoded block.
 const ROWS_PER_PASS: usize = 4;
@@ -48,11 +49,13 @@ pub fn quant_matmul(
         let mut dense = Vec::with_capacity(n * k);
         dense.resize(n * k, 0.0f32);
         let widen = |(rows, bytes): (&mut [f32], &[u8])| {
-            with_simd(Widen {
-                format,
-                bytes,
-                out: rows,
-            })
+            if !quant_simd::widen(format, bytes, rows) {
+                with_simd(Widen {
+                    format,
+                    bytes,
+                    out: rows,
+                })
+            }
         };
         let pairs = dense
             .par_chunks_mut(WEIGHT_ROWS_PER_TASK * k)
@@ -87,15 +90,18 @@ pub fn quant_matmul(
     let task = |(index, piece): (usize, &mut [f32])| {
         let first = index * WEIGHT_ROWS_PER_TASK;
         let rows = piece.len() / m;
-        with_simd(FusedRows {
-            format,
-            input,
-            block_sums: &block_sums,
-            weight: &weight[first * row_bytes..(first + rows) * row_bytes],
-            blocks,
-            m,
-            out: piece,
-        })
+        let weight = &weight[first * row_bytes..(first + rows) * row_bytes];
+        if !quant_simd::dot_rows(format, weight, row_bytes, input, &block_sums, m, piece) {
+            with_simd(FusedRows {
+                format,
+                input,
+                block_sums: &block_sums,
+                weight,
+                blocks,
+                m,
+                out: piece,
+            })
+        }
     };
     if parallel && n > WEIGHT_ROWS_PER_TASK {
         columns

@@ -37,8 +37,64 @@ pub enum Command {
     /// Run requests with injected GPU faults and check none is lost or wrong; prints one JSON
     /// object, exits 0 only if nothing was lost or mismatched.
     Chaos(ChaosArgs),
-    /// Show the backends available, the devices found (or why none) and the build's HIP archs.
+    /// Show the backends available, the devices found (or why none) and the build's HIP archs
+    /// (or, with --model FILE.gguf, a GGUF's architecture, sizes and tensor types).
     Info(InfoArgs),
+    /// Generate text with a language model (GGUF): streams the text to stdout, then one JSON
+    /// line of figures on stderr (or, with --json, one JSON object on stdout).
+    Generate(GenerateArgs),
+}
+
+/// `generate`'s flags.
+#[derive(Args)]
+pub struct GenerateArgs {
+    /// The language model: a GGUF file (llama architecture).
+    #[arg(long, env = "HIPINFER_MODEL")]
+    pub model: PathBuf,
+    /// cpu (language models run on the CPU backend; auto chooses it) [default: auto].
+    #[arg(long, env = "HIPINFER_BACKEND")]
+    pub backend: Option<BackendChoice>,
+    /// CPU backend threads (default: one per core).
+    #[arg(long, env = "HIPINFER_THREADS")]
+    pub threads: Option<usize>,
+    /// Wrap the prompt in the model's chat template as the user's message.
+    #[arg(long)]
+    pub chat: bool,
+    /// With --chat: a system message first.
+    #[arg(long, requires = "chat")]
+    pub system: Option<String>,
+    /// Tokens to generate at most.
+    #[arg(long, default_value_t = 256)]
+    pub max_tokens: usize,
+    /// 0 is greedy (the default); higher samples more freely.
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f32,
+    /// Sample from the most likely tokens whose probabilities sum to this, in (0, 1].
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f32,
+    /// Sample from the k most likely tokens (0: all).
+    #[arg(long, default_value_t = 0)]
+    pub top_k: usize,
+    /// Drop tokens less likely than this fraction of the most likely one.
+    #[arg(long, default_value_t = 0.0)]
+    pub min_p: f32,
+    /// Divide the logits of tokens already seen by this (1: off).
+    #[arg(long, default_value_t = 1.0)]
+    pub repetition_penalty: f32,
+    /// The sampler's seed: the same seed gives the same text.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// A text that ends the generation (repeatable).
+    #[arg(long)]
+    pub stop: Vec<String>,
+    /// Use a context shorter than the model's (less KV-cache memory).
+    #[arg(long)]
+    pub context_length: Option<usize>,
+    /// Print {"prompt_ids", "generated_ids", "text", "finish_reason"} instead of streaming.
+    #[arg(long)]
+    pub json: bool,
+    /// The prompt.
+    pub prompt: String,
 }
 
 /// Model and device flags. Unset, they keep what a `--config` file says, else the defaults.
@@ -252,6 +308,12 @@ pub struct BenchArgs {
     /// Measure the engine (queue, batching, isolation) under concurrent callers.
     #[arg(long, env = "HIPINFER_BENCH_ENGINE_ONLY")]
     pub engine_only: bool,
+    /// With --model FILE.gguf: prompt tokens to process.
+    #[arg(long, default_value_t = 128)]
+    pub prompt_tokens: usize,
+    /// With --model FILE.gguf: tokens to generate after the prompt.
+    #[arg(long, default_value_t = 64)]
+    pub gen_tokens: usize,
     /// Concurrent clients (with --http or --engine-only).
     #[arg(long, env = "HIPINFER_BENCH_CLIENTS", default_value_t = 64)]
     pub clients: usize,

@@ -4,6 +4,7 @@
 mod args;
 mod bench_engine;
 mod chaos;
+mod generate;
 mod info;
 mod model;
 mod progress;
@@ -34,11 +35,15 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Embed(args) => model::embed(args),
+        Command::Bench(args) if generate::is_gguf(args.common.model.as_deref()) => {
+            generate::bench(args)
+        }
         Command::Bench(args) if args.http || args.engine_only => bench_engine::bench(args),
         Command::Bench(args) => model::bench(args),
         Command::Serve(args) => serve::serve(args),
         Command::Chaos(args) => chaos::chaos(args),
         Command::Info(args) => info::info(args),
+        Command::Generate(args) => generate::generate(args),
     };
     match result {
         Ok(code) => code,
