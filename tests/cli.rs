@@ -520,3 +520,100 @@ fn a_supervisor_killed_without_warning_leaves_no_worker_and_no_socket_folder() {
     );
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn generate_streams_text_or_prints_json_and_refuses_bad_arguments() {
+    let dir = support::tiny_llama::scratch("cli-generate");
+    let model = support::tiny_llama::write(
+        &dir,
+        "tiny.gguf",
+        &support::tiny_llama::bytes_with(2, |_, _| {}),
+    );
+    let run = |extra: &[&str]| {
+        hipinfer()
+            .args(["generate", "--backend", "cpu", "--threads", "2", "--model"])
+            .arg(&model)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let output = run(&["--json", "--max-tokens", "6", "hello"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(json["prompt_ids"].as_array().unwrap().len(), 5, "{json}");
+    let generated = json["generated_ids"].as_array().unwrap().len();
+    assert!((1..=6).contains(&generated), "{json}");
+    let reason = json["finish_reason"].as_str().unwrap();
+    assert!(reason == "length" || reason == "stop", "{json}");
+
+    let output = run(&["--max-tokens", "6", "hello"]);
+    assert!(output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let figures: serde_json::Value = serde_json::from_str(stderr.lines().last().unwrap()).unwrap();
+    for key in [
+        "prompt_tokens",
+        "generated_tokens",
+        "ms_to_first_token",
+        "tokens_per_second",
+    ] {
+        assert!(figures.get(key).is_some(), "{key} missing: {figures}");
+    }
+
+    for (args, needle) in [
+        (vec!["--temperature", "-1", "hi"], "temperature"),
+        (vec!["--top-p", "0", "hi"], "top_p"),
+        (vec!["--max-tokens", "0", "hi"], "max_tokens"),
+        (vec!["--max-tokens", "100000", "hi"], "past the context"),
+    ] {
+        let output = run(&args);
+        assert_eq!(output.status.code(), Some(1), "{args:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.starts_with("error: ") && stderr.contains(needle),
+            "{args:?}: {stderr}"
+        );
+    }
+    let output = hipinfer()
+        .args(["generate", "--model", "/nonexistent/model.gguf", "hi"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("/nonexistent/model.gguf") && stderr.contains("no such file"),
+        "{stderr}"
+    );
+
+    let output = hipinfer()
+        .args([
+            "bench",
+            "--threads",
+            "2",
+            "--prompt-tokens",
+            "8",
+            "--gen-tokens",
+            "4",
+            "--seconds",
+            "0.01",
+            "--model",
+        ])
+        .arg(&model)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    for key in [
+        "pp_tokens_per_second",
+        "tg_tokens_per_second",
+        "ms_to_first_token",
+    ] {
+        assert!(json[key].as_f64().is_some_and(|v| v > 0.0), "{key}: {json}");
+    }
+}

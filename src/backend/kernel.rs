@@ -273,13 +273,13 @@ impl DecoderShape {
 
     fn check(&self) -> Result<(), String> {
         let s = self;
-        if s.head_dim == 0 || s.kv_heads == 0 || s.heads % s.kv_heads != 0 {
+        if s.head_dim == 0 || s.kv_heads == 0 || !s.heads.is_multiple_of(s.kv_heads) {
             return Err(format!(
                 "heads {} must be a multiple of kv_heads {} and head_dim {} positive",
                 s.heads, s.kv_heads, s.head_dim
             ));
         }
-        if s.rope_dims > s.head_dim || s.rope_dims % 2 != 0 {
+        if s.rope_dims > s.head_dim || !s.rope_dims.is_multiple_of(2) {
             return Err(format!(
                 "rope_dims {} must be even and at most head_dim {}",
                 s.rope_dims, s.head_dim

@@ -55,7 +55,7 @@ impl QuantFormat {
 
     /// Bytes of one row of `k` values (`None` unless `k` is a whole number of blocks).
     pub fn row_bytes(self, k: usize) -> Option<usize> {
-        if k % VALUES_PER_BLOCK != 0 {
+        if !k.is_multiple_of(VALUES_PER_BLOCK) {
             return None;
         }
         (k / VALUES_PER_BLOCK).checked_mul(self.block_bytes())

@@ -5,6 +5,7 @@ pub mod backends;
 pub mod gate;
 pub mod gguf_writer;
 pub mod server;
+pub mod tiny_llama;
 pub mod tiny_model;
 
 use std::sync::Arc;
