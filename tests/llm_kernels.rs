@@ -73,6 +73,20 @@ fn encode(rng: &mut SmallRng, format: QuantFormat, n: usize, k: usize) -> (Vec<u
     (bytes, values)
 }
 
+/// GGUF-layout rows of `k` values rearranged planar, as words for a buffer.
+fn planar_words(format: QuantFormat, bytes: &[u8], k: usize) -> Vec<u32> {
+    let row_bytes = format.row_bytes(k).unwrap();
+    let mut planar = bytes.to_vec();
+    let rows = bytes.len() / row_bytes;
+    for (row, out) in bytes[..rows * row_bytes]
+        .chunks_exact(row_bytes)
+        .zip(planar.chunks_exact_mut(row_bytes))
+    {
+        format.to_planar(row, out);
+    }
+    words(&planar)
+}
+
 fn words(bytes: &[u8]) -> Vec<u32> {
     bytes
         .chunks_exact(4)
@@ -95,7 +109,7 @@ fn quant_matmul_matches_reference<B: Backend>(backend: &B, level: &str) {
     let (n, k) = (37, 96);
     for format in QuantFormat::ALL {
         let (bytes, w) = encode(&mut rng, format, n, k);
-        let weight = upload(backend, &words(&bytes));
+        let weight = upload(backend, &planar_words(format, &bytes, k));
         for m in [1, 2, 3, 5, 17] {
             let x = random(&mut rng, m * k);
             let input = upload(backend, &x);
@@ -137,7 +151,10 @@ fn embedding_rows_and_rms_norm_match_reference() {
         let (vocab, hidden) = (11, 64);
         let (bytes, table) = encode(&mut rng, QuantFormat::Q8_0, vocab, hidden);
         let ids = [3u32, 0, 10, 3];
-        let (id_buffer, table_buffer) = (upload(&backend, &ids), upload(&backend, &words(&bytes)));
+        let (id_buffer, table_buffer) = (
+            upload(&backend, &ids),
+            upload(&backend, &planar_words(QuantFormat::Q8_0, &bytes, hidden)),
+        );
         let mut out = backend.allocate(ids.len() * hidden).unwrap();
         backend
             .launch(Kernel::EmbedRows {

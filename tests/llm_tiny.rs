@@ -7,7 +7,7 @@ mod support;
 use std::sync::Arc;
 
 use hipinfer::backend::CpuBackend;
-use hipinfer::llm::{forward, GenerateRequest, Generator, KvCache, LanguageModel};
+use hipinfer::llm::{forward, Decoder, GenerateRequest, Generator, KvCache, LanguageModel};
 use support::tiny_llama::{bytes_with, scratch, write, CONTEXT, HIDDEN, VOCAB};
 
 fn tiny(test: &str) -> std::path::PathBuf {
@@ -29,17 +29,21 @@ fn the_kv_cache_gives_the_logits_of_the_whole_sequence() {
     );
     let backend = CpuBackend::with_threads(2).unwrap();
     let weights = model.upload(&backend).unwrap().unwrap();
+    let decoder = Decoder {
+        config: &config,
+        weights: &weights,
+    };
     let tokens: Vec<u32> = (0..9).map(|i| (i * 37 + 5) % 256).collect();
     let last = tokens.len() - 1;
 
     let mut whole = KvCache::new(&backend, &config, 16).unwrap();
     let all_rows: Vec<usize> = (0..tokens.len()).collect();
-    let reference = forward(&backend, &config, &weights, &mut whole, &tokens, &all_rows).unwrap();
+    let reference = forward(&backend, decoder, &mut whole, &tokens, &all_rows).unwrap();
     assert_eq!(whole.len(), tokens.len());
 
     let mut one_by_one = KvCache::new(&backend, &config, 16).unwrap();
     for (i, &token) in tokens.iter().enumerate() {
-        let logits = forward(&backend, &config, &weights, &mut one_by_one, &[token], &[0]).unwrap();
+        let logits = forward(&backend, decoder, &mut one_by_one, &[token], &[0]).unwrap();
         let want = &reference[i * VOCAB..(i + 1) * VOCAB];
         for (g, w) in logits.iter().zip(want) {
             assert!((g - w).abs() < 1e-4, "position {i}: {g} vs {w}");
@@ -47,16 +51,8 @@ fn the_kv_cache_gives_the_logits_of_the_whole_sequence() {
     }
 
     let mut chunked = KvCache::new(&backend, &config, 16).unwrap();
-    forward(&backend, &config, &weights, &mut chunked, &tokens[..5], &[]).unwrap();
-    let logits = forward(
-        &backend,
-        &config,
-        &weights,
-        &mut chunked,
-        &tokens[5..],
-        &[3],
-    )
-    .unwrap();
+    forward(&backend, decoder, &mut chunked, &tokens[..5], &[]).unwrap();
+    let logits = forward(&backend, decoder, &mut chunked, &tokens[5..], &[3]).unwrap();
     for (g, w) in logits.iter().zip(&reference[last * VOCAB..]) {
         assert!((g - w).abs() < 1e-4, "chunked: {g} vs {w}");
     }

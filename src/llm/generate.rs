@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use crate::backend::Backend;
 use crate::error::Recovery;
 
-use super::model::forward;
+use super::model::{forward, Decoder};
 use super::sampler::sample;
 use super::weights::LlamaWeights;
 use super::{KvCache, LanguageModel, LlmError, SamplingParams, StreamDecoder};
@@ -120,6 +120,13 @@ impl<B: Backend> Generator<B> {
         })
     }
 
+    fn decoder(&self) -> Decoder<'_, B::Buffer> {
+        Decoder {
+            config: self.model.config(),
+            weights: &self.weights,
+        }
+    }
+
     pub fn model(&self) -> &Arc<LanguageModel> {
         &self.model
     }
@@ -199,14 +206,7 @@ impl<B: Backend> Generator<B> {
                 &[]
             };
             let rows: Vec<usize> = rows.to_vec();
-            logits = forward(
-                &self.backend,
-                self.model.config(),
-                &self.weights,
-                cache,
-                chunk,
-                &rows,
-            )?;
+            logits = forward(&self.backend, self.decoder(), cache, chunk, &rows)?;
         }
         Ok(logits)
     }
@@ -270,14 +270,7 @@ impl<B: Backend> Generator<B> {
                         cache = Some(c);
                         l
                     }),
-                (Some(c), Some(token)) => forward(
-                    &self.backend,
-                    model.config(),
-                    &self.weights,
-                    c,
-                    &[token],
-                    &[0],
-                ),
+                (Some(c), Some(token)) => forward(&self.backend, self.decoder(), c, &[token], &[0]),
                 (Some(_), None) => Ok(std::mem::take(&mut logits)),
             };
             match step {

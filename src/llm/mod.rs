@@ -21,7 +21,7 @@ pub use generate::{
     FinishReason, GenerateRequest, Generated, Generator, MAX_RECOVERIES, PREFILL_CHUNK,
 };
 pub use kv_cache::KvCache;
-pub use model::{forward, LanguageModel};
+pub use model::{forward, Decoder, LanguageModel};
 pub use sampler::{argmax, sample, SamplingParams};
 pub use stream_decoder::StreamDecoder;
 pub use tokenizer::{GgufTokenizer, TokenizerError};

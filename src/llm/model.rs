@@ -146,29 +146,42 @@ fn matmul<'a, Buf>(
     }
 }
 
+/// A model's config and its weights on a backend: what a forward pass reads.
+#[derive(Debug)]
+pub struct Decoder<'w, Buf> {
+    pub config: &'w LlamaConfig,
+    pub weights: &'w LlamaWeights<Buf>,
+}
+
+impl<Buf> Clone for Decoder<'_, Buf> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<Buf> Copy for Decoder<'_, Buf> {}
+
 /// Runs `tokens` (the next positions of `cache`'s sequence) through the model, appending their
 /// keys and values to `cache`; returns the logits of the rows in `logit_rows` (indices into
 /// `tokens`), `[logit_rows.len() × vocab]`.
 pub fn forward<B: Backend>(
     backend: &B,
-    config: &LlamaConfig,
-    weights: &LlamaWeights<B::Buffer>,
+    decoder: Decoder<'_, B::Buffer>,
     cache: &mut KvCache<B::Buffer>,
     tokens: &[u32],
     logit_rows: &[usize],
 ) -> Result<Vec<f32>, B::Error> {
-    backend.scoped(|| forward_in_scope(backend, config, weights, cache, tokens, logit_rows))
+    backend.scoped(|| forward_in_scope(backend, decoder, cache, tokens, logit_rows))
 }
 
 fn forward_in_scope<B: Backend>(
     backend: &B,
-    config: &LlamaConfig,
-    weights: &LlamaWeights<B::Buffer>,
+    decoder: Decoder<'_, B::Buffer>,
     cache: &mut KvCache<B::Buffer>,
     tokens: &[u32],
     logit_rows: &[usize],
 ) -> Result<Vec<f32>, B::Error> {
-    let c = config;
+    let Decoder { config: c, weights } = decoder;
     let rows = tokens.len();
     let shape = DecoderShape {
         rows,

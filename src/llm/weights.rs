@@ -1,5 +1,5 @@
 //! A llama-family decoder's weights on a backend: the GGUF's tensors uploaded in their own block
-//! formats (no conversion), Q/K/V and gate/up each fused into one matrix so a block needs four
+//! formats (each row's blocks rearranged planar, the same bytes: see `backend::quant`), Q/K/V and gate/up each fused into one matrix so a block needs four
 //! products instead of seven. Tensors are read from the file one at a time (`pread`), so loading
 //! holds at most one tensor on the host besides what the backend holds.
 
@@ -179,6 +179,12 @@ impl<B: Backend> Loader<'_, '_, B> {
                     bytes[at..at + size].copy_from_slice(bytemuck::cast_slice(&values));
                 }
                 at += size;
+            }
+            // The file's blocks, each row rearranged planar (the kernels' layout).
+            let mut gguf_row = vec![0u8; row_bytes];
+            for row in bytes[..at].chunks_exact_mut(row_bytes) {
+                gguf_row.copy_from_slice(row);
+                format.to_planar(&gguf_row, row);
             }
         }
         let mut buffer = self.backend.allocate(words).map_err(LoadError::Device)?;

@@ -344,12 +344,13 @@ impl CpuBackend {
             } => {
                 let (input, weight, out) = (input.as_f32(), weight.as_bytes(), out.as_f32_mut());
                 let macs = m.saturating_mul(n).saturating_mul(k);
+                let mut product = |threads| {
+                    quant_matmul::quant_matmul(input, weight, out, (m, n, k), format, threads)
+                };
                 if threads > 1 && macs >= gemm::PARALLEL_MIN_MACS / 4 {
-                    self.pool.install(|| {
-                        quant_matmul::quant_matmul(input, weight, out, (m, n, k), format, threads)
-                    })
+                    self.pool.install(|| product(threads));
                 } else {
-                    quant_matmul::quant_matmul(input, weight, out, (m, n, k), format, 1)
+                    product(1)
                 }
             }
             Kernel::EmbedRows {

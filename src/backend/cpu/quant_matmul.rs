@@ -10,7 +10,7 @@
 use rayon::prelude::*;
 
 use crate::backend::kernel::Activation;
-use crate::backend::quant::{QuantFormat, VALUES_PER_BLOCK};
+use crate::backend::quant::{half_table, QuantFormat, VALUES_PER_BLOCK};
 
 use super::few_rows::FEW_ROWS;
 use super::gemm::gemm_bias;
@@ -49,12 +49,14 @@ pub fn quant_matmul(
         let mut dense = Vec::with_capacity(n * k);
         dense.resize(n * k, 0.0f32);
         let widen = |(rows, bytes): (&mut [f32], &[u8])| {
-            if !quant_simd::widen(format, bytes, rows) {
-                with_simd(Widen {
-                    format,
-                    bytes,
-                    out: rows,
-                })
+            for (row, bytes) in rows.chunks_exact_mut(k).zip(bytes.chunks_exact(row_bytes)) {
+                if !quant_simd::widen(format, bytes, row) {
+                    with_simd(Widen {
+                        format,
+                        bytes,
+                        out: row,
+                    })
+                }
             }
         };
         let pairs = dense
@@ -125,7 +127,7 @@ pub fn quant_matmul(
     }
 }
 
-/// Rows of a weight widened to f32.
+/// One row of a weight widened to f32.
 struct Widen<'a> {
     format: QuantFormat,
     bytes: &'a [u8],
@@ -200,11 +202,12 @@ fn dot_rows<const R: usize>(
     outs: &mut [f32],
 ) {
     let k = blocks * VALUES_PER_BLOCK;
-    let size = format.block_bytes();
+    let row = format.row(w_row, blocks);
+    let table = half_table();
     let mut acc = [[0.0f32; LANES]; R];
     let mut offsets = [0.0f32; R];
-    for (b, bytes) in w_row.chunks_exact(size).enumerate() {
-        let block = format.decode(bytes);
+    for b in 0..blocks {
+        let block = row.block(table, b);
         let (low, high) = block.q.split_at(LANES);
         for r in 0..R {
             let xs = &x[r * k + b * VALUES_PER_BLOCK..][..VALUES_PER_BLOCK];

@@ -4,10 +4,14 @@
 //! unpacking is spelled out: 16 bytes of nibbles, masked and shifted, widened (`vpmovzxbd`) and
 //! converted (`vcvtdq2ps`) into two vectors of 16 values (AVX-512) or four of 8 (AVX2).
 //!
+//! Rows are planar (see `backend::quant`): a row's block scales are widened once into a small
+//! array before its blocks are walked, and the minimums' share (`Σ_b offset_b · Σx_b`) is one
+//! dot product per row, so the loop over blocks only loads quants and multiplies.
+//!
 //! Only the integer formats (Q8_0, Q4_0, Q4_1) have a vector path; F32 and F16 weights, and
 //! CPUs without AVX2, take the portable loop of `quant_matmul`.
 
-use crate::backend::quant::{half_table, HalfTable, QuantFormat, VALUES_PER_BLOCK};
+use crate::backend::quant::{f16_to_f32, QuantFormat, Row, VALUES_PER_BLOCK};
 
 use super::level::{current, SimdLevel};
 
@@ -21,21 +25,51 @@ pub fn has_vector_path(format: QuantFormat) -> bool {
         )
 }
 
-/// A block's scale and offset (`value = d · q + offset`) and where its quants start.
-#[inline(always)]
-fn header(halves: &HalfTable, format: QuantFormat, bytes: &[u8]) -> (f32, f32, usize) {
-    let half = |at: usize| halves[usize::from(u16::from_le_bytes([bytes[at], bytes[at + 1]]))];
-    let d = half(0);
-    match format {
-        QuantFormat::Q4_1 => (d, half(2), 4),
-        QuantFormat::Q4_0 => (d, -8.0 * d, 2),
-        _ => (d, 0.0, 2),
+/// A row's block scales and offsets widened to f32 (`value = d · q + offset`).
+struct Scales {
+    d: Vec<f32>,
+    offset: Vec<f32>,
+}
+
+impl Scales {
+    fn new(blocks: usize) -> Scales {
+        Scales {
+            d: vec![0.0; blocks],
+            offset: vec![0.0; blocks],
+        }
+    }
+
+    /// Widens the row's scales (and minimums): branch-free loops over the planar arrays, so
+    /// they vectorise (this ran once per block before, a quarter of a short row's time).
+    #[inline(always)]
+    fn fill(&mut self, row: &Row<'_>) {
+        let halves = |bytes: &[u8], out: &mut [f32]| {
+            for (o, h) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+                *o = f16_to_f32(u16::from_le_bytes([h[0], h[1]]));
+            }
+        };
+        halves(row.scales, &mut self.d);
+        match row.format {
+            QuantFormat::Q4_1 => halves(row.mins, &mut self.offset),
+            QuantFormat::Q4_0 => {
+                for (o, d) in self.offset.iter_mut().zip(&self.d) {
+                    *o = -8.0 * d;
+                }
+            }
+            _ => self.offset.fill(0.0),
+        }
+    }
+
+    /// `Σ_b offset_b · sums_b`: the offsets' share of a row's dot product with one input row.
+    #[inline(always)]
+    fn offsets_dot(&self, sums: &[f32]) -> f32 {
+        self.offset.iter().zip(sums).map(|(o, s)| o * s).sum()
     }
 }
 
-/// `outs[j·m + r] = x_r · W_j` for the weight rows `weight` (rows of `row_bytes`), `m` input rows
-/// of `k` values, `block_sums` their Σ x per block. Returns `false` (nothing done) when this
-/// thread has no vector path for `format`.
+/// `outs[j·m + r] = x_r · W_j` for the planar weight rows `weight` (rows of `row_bytes`), `m`
+/// input rows of `k` values, `block_sums` their Σ x per block. Returns `false` (nothing done)
+/// when this thread has no vector path for `format`.
 #[allow(clippy::too_many_arguments)]
 pub fn dot_rows(
     format: QuantFormat,
@@ -72,7 +106,7 @@ pub fn dot_rows(
     false
 }
 
-/// Widens whole rows (`out.len()` values) of `bytes` to f32; `false` as [`dot_rows`].
+/// Widens one planar row (`out.len()` values) of `bytes` to f32; `false` as [`dot_rows`].
 pub fn widen(format: QuantFormat, bytes: &[u8], out: &mut [f32]) -> bool {
     if !has_vector_path(format) {
         return false;
@@ -90,7 +124,7 @@ mod x86 {
 
     use pulp::x86::{V3, V4};
 
-    use super::{half_table, header, HalfTable, QuantFormat, VALUES_PER_BLOCK};
+    use super::{QuantFormat, Scales, VALUES_PER_BLOCK};
 
     pub struct Rows<'a> {
         pub format: QuantFormat,
@@ -109,21 +143,29 @@ mod x86 {
         bytemuck::cast(array)
     }
 
-    /// The 32 quants of a block as 16 low bytes and 16 high ones (values 0..16 and 16..32),
-    /// signed for Q8_0.
+    /// A block's 32 quants (`bytes`: 32 signed bytes when `SIGNED`, Q8_0; else 16 bytes of
+    /// nibbles) as 16 low bytes and 16 high ones (values 0..16 and 16..32).
     #[inline(always)]
-    fn quants(v: &V3, format: QuantFormat, bytes: &[u8], at: usize) -> (__m128i, __m128i, bool) {
-        match format {
-            QuantFormat::Q8_0 => (bytes16(bytes, at), bytes16(bytes, at + 16), true),
-            _ => {
-                let packed = bytes16(bytes, at);
-                let mask = v.sse2._mm_set1_epi8(0x0f);
-                let low = v.sse2._mm_and_si128(packed, mask);
-                let high = v
-                    .sse2
-                    ._mm_and_si128(v.sse2._mm_srli_epi16::<4>(packed), mask);
-                (low, high, false)
-            }
+    fn block_quants<const SIGNED: bool>(v: &V3, bytes: &[u8]) -> (__m128i, __m128i) {
+        if SIGNED {
+            (bytes16(bytes, 0), bytes16(bytes, 16))
+        } else {
+            let packed = bytes16(bytes, 0);
+            let mask = v.sse2._mm_set1_epi8(0x0f);
+            let low = v.sse2._mm_and_si128(packed, mask);
+            let high = v
+                .sse2
+                ._mm_and_si128(v.sse2._mm_srli_epi16::<4>(packed), mask);
+            (low, high)
+        }
+    }
+
+    /// Bytes of a block's quants.
+    const fn quant_bytes(signed: bool) -> usize {
+        if signed {
+            32
+        } else {
+            16
         }
     }
 
@@ -166,6 +208,46 @@ mod x86 {
         bytemuck::cast(array)
     }
 
+    /// Walks every weight row, and its input rows `R_MAX` at a time, calling `tile` with the
+    /// row's widened scales.
+    #[inline(always)]
+    fn for_each_row<const R_MAX: usize>(
+        job: Rows<'_>,
+        mut tile: impl FnMut(&Scales, &[u8], &[f32], &[f32], usize, &mut [f32]),
+    ) {
+        let Rows {
+            format,
+            weight,
+            row_bytes,
+            input,
+            block_sums,
+            m,
+            outs,
+        } = job;
+        let blocks = row_bytes / format.block_bytes();
+        let k = blocks * VALUES_PER_BLOCK;
+        let mut scales = Scales::new(blocks);
+        for (w_row, outs) in weight.chunks_exact(row_bytes).zip(outs.chunks_exact_mut(m)) {
+            let row = format.row(w_row, blocks);
+            scales.fill(&row);
+            let mut first = 0;
+            while first < m {
+                let rows = (m - first).min(R_MAX);
+                let x = &input[first * k..(first + rows) * k];
+                let sums = &block_sums[first * blocks..(first + rows) * blocks];
+                tile(
+                    &scales,
+                    row.quants,
+                    x,
+                    sums,
+                    k,
+                    &mut outs[first..first + rows],
+                );
+                first += rows;
+            }
+        }
+    }
+
     pub struct Avx512<'a>(pub V4, pub Rows<'a>);
 
     impl pulp::WithSimd for Avx512<'_> {
@@ -174,29 +256,18 @@ mod x86 {
         #[inline(always)]
         fn with_simd<S: pulp::Simd>(self, _: S) -> bool {
             let Avx512(v, job) = self;
-            let m = job.m;
-            let k = job.row_bytes / job.format.block_bytes() * VALUES_PER_BLOCK;
-            let halves = half_table();
-            for (w_row, outs) in job
-                .weight
-                .chunks_exact(job.row_bytes)
-                .zip(job.outs.chunks_exact_mut(m))
-            {
-                let mut first = 0;
-                while first < m {
-                    let rows = (m - first).min(4);
-                    let x = &job.input[first * k..(first + rows) * k];
-                    let sums = &job.block_sums[first * k / VALUES_PER_BLOCK..];
-                    let outs = &mut outs[first..first + rows];
-                    let f = job.format;
-                    match rows {
-                        1 => row_v4::<1>(&v, halves, f, w_row, x, sums, k, outs),
-                        2 => row_v4::<2>(&v, halves, f, w_row, x, sums, k, outs),
-                        3 => row_v4::<3>(&v, halves, f, w_row, x, sums, k, outs),
-                        _ => row_v4::<4>(&v, halves, f, w_row, x, sums, k, outs),
-                    }
-                    first += rows;
-                }
+            fn run<const SG: bool>(v: &V4, job: Rows<'_>) {
+                for_each_row::<4>(job, |scales, quants, x, sums, k, outs| match outs.len() {
+                    1 => tile_v4::<1, SG>(v, scales, quants, x, sums, k, outs),
+                    2 => tile_v4::<2, SG>(v, scales, quants, x, sums, k, outs),
+                    3 => tile_v4::<3, SG>(v, scales, quants, x, sums, k, outs),
+                    _ => tile_v4::<4, SG>(v, scales, quants, x, sums, k, outs),
+                })
+            }
+            if job.format == QuantFormat::Q8_0 {
+                run::<true>(&v, job)
+            } else {
+                run::<false>(&v, job)
             }
             true
         }
@@ -204,34 +275,32 @@ mod x86 {
 
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
-    fn row_v4<const R: usize>(
+    fn tile_v4<const R: usize, const SIGNED: bool>(
         v: &V4,
-        halves: &HalfTable,
-        format: QuantFormat,
-        w_row: &[u8],
+        scales: &Scales,
+        quants: &[u8],
         x: &[f32],
         sums: &[f32],
         k: usize,
         outs: &mut [f32],
     ) {
-        let blocks = k / VALUES_PER_BLOCK;
+        let blocks = scales.d.len();
         let mut acc = [v.avx512f._mm512_setzero_ps(); R];
-        let mut offsets = [0f32; R];
-        for (b, bytes) in w_row.chunks_exact(format.block_bytes()).enumerate() {
-            let (d, offset, at) = header(halves, format, bytes);
-            let (low, high, signed) = quants(v, format, bytes, at);
-            let (low, high) = (widen16(v, low, signed), widen16(v, high, signed));
+        let blocks_of = quants.chunks_exact(quant_bytes(SIGNED)).zip(&scales.d);
+        for (b, (bytes, &d)) in blocks_of.enumerate() {
+            let (low, high) = block_quants::<SIGNED>(v, bytes);
+            let (low, high) = (widen16(v, low, SIGNED), widen16(v, high, SIGNED));
             let scale = v.avx512f._mm512_set1_ps(d);
             for r in 0..R {
                 let base = r * k + b * VALUES_PER_BLOCK;
                 let t = v.avx512f._mm512_mul_ps(high, load16(x, base + 16));
                 let t = v.avx512f._mm512_fmadd_ps(low, load16(x, base), t);
                 acc[r] = v.avx512f._mm512_fmadd_ps(t, scale, acc[r]);
-                offsets[r] = offset.mul_add(sums[r * blocks + b], offsets[r]);
             }
         }
         for r in 0..R {
-            outs[r] = v.avx512f._mm512_reduce_add_ps(acc[r]) + offsets[r];
+            outs[r] = v.avx512f._mm512_reduce_add_ps(acc[r])
+                + scales.offsets_dot(&sums[r * blocks..(r + 1) * blocks]);
         }
     }
 
@@ -243,26 +312,16 @@ mod x86 {
         #[inline(always)]
         fn with_simd<S: pulp::Simd>(self, _: S) -> bool {
             let Avx2(v, job) = self;
-            let m = job.m;
-            let k = job.row_bytes / job.format.block_bytes() * VALUES_PER_BLOCK;
-            let halves = half_table();
-            for (w_row, outs) in job
-                .weight
-                .chunks_exact(job.row_bytes)
-                .zip(job.outs.chunks_exact_mut(m))
-            {
-                let mut first = 0;
-                while first < m {
-                    let rows = (m - first).min(2);
-                    let x = &job.input[first * k..(first + rows) * k];
-                    let sums = &job.block_sums[first * k / VALUES_PER_BLOCK..];
-                    let outs = &mut outs[first..first + rows];
-                    match rows {
-                        1 => row_v3::<1>(&v, halves, job.format, w_row, x, sums, k, outs),
-                        _ => row_v3::<2>(&v, halves, job.format, w_row, x, sums, k, outs),
-                    }
-                    first += rows;
-                }
+            fn run<const SG: bool>(v: &V3, job: Rows<'_>) {
+                for_each_row::<2>(job, |scales, quants, x, sums, k, outs| match outs.len() {
+                    1 => tile_v3::<1, SG>(v, scales, quants, x, sums, k, outs),
+                    _ => tile_v3::<2, SG>(v, scales, quants, x, sums, k, outs),
+                })
+            }
+            if job.format == QuantFormat::Q8_0 {
+                run::<true>(&v, job)
+            } else {
+                run::<false>(&v, job)
             }
             true
         }
@@ -270,23 +329,21 @@ mod x86 {
 
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
-    fn row_v3<const R: usize>(
+    fn tile_v3<const R: usize, const SIGNED: bool>(
         v: &V3,
-        halves: &HalfTable,
-        format: QuantFormat,
-        w_row: &[u8],
+        scales: &Scales,
+        quants: &[u8],
         x: &[f32],
         sums: &[f32],
         k: usize,
         outs: &mut [f32],
     ) {
-        let blocks = k / VALUES_PER_BLOCK;
+        let blocks = scales.d.len();
         let mut acc = [[v.avx._mm256_setzero_ps(); 2]; R];
-        let mut offsets = [0f32; R];
-        for (b, bytes) in w_row.chunks_exact(format.block_bytes()).enumerate() {
-            let (d, offset, at) = header(halves, format, bytes);
-            let (low, high, signed) = quants(v, format, bytes, at);
-            let q = [widen8x2(v, low, signed), widen8x2(v, high, signed)];
+        let blocks_of = quants.chunks_exact(quant_bytes(SIGNED)).zip(&scales.d);
+        for (b, (bytes, &d)) in blocks_of.enumerate() {
+            let (low, high) = block_quants::<SIGNED>(v, bytes);
+            let q = [widen8x2(v, low, SIGNED), widen8x2(v, high, SIGNED)];
             let scale = v.avx._mm256_set1_ps(d);
             for r in 0..R {
                 let base = r * k + b * VALUES_PER_BLOCK;
@@ -299,13 +356,13 @@ mod x86 {
                         ._mm256_fmadd_ps(q[0][half], load8(x, base + 8 * half), t);
                     acc[r][half] = v.fma._mm256_fmadd_ps(t, scale, acc[r][half]);
                 }
-                offsets[r] = offset.mul_add(sums[r * blocks + b], offsets[r]);
             }
         }
         for r in 0..R {
             let sum = v.avx._mm256_add_ps(acc[r][0], acc[r][1]);
             let lanes: [f32; 8] = bytemuck::cast(sum);
-            outs[r] = lanes.iter().sum::<f32>() + offsets[r];
+            outs[r] =
+                lanes.iter().sum::<f32>() + scales.offsets_dot(&sums[r * blocks..(r + 1) * blocks]);
         }
     }
 
@@ -317,14 +374,24 @@ mod x86 {
         #[inline(always)]
         fn with_simd<S: pulp::Simd>(self, _: S) -> bool {
             let Widen(v, format, bytes, out) = self;
-            let halves = half_table();
-            for (values, block) in out
+            let blocks = out.len() / VALUES_PER_BLOCK;
+            let row = format.row(bytes, blocks);
+            let mut scales = Scales::new(blocks);
+            scales.fill(&row);
+            let signed = format == QuantFormat::Q8_0;
+            let quants = row.quants.chunks_exact(quant_bytes(signed));
+            for (b, (values, bytes)) in out
                 .chunks_exact_mut(VALUES_PER_BLOCK)
-                .zip(bytes.chunks_exact(format.block_bytes()))
+                .zip(quants)
+                .enumerate()
             {
-                let (d, offset, at) = header(halves, format, block);
-                let (low, high, signed) = quants(&v, format, block, at);
-                let (scale, shift) = (v.avx._mm256_set1_ps(d), v.avx._mm256_set1_ps(offset));
+                let (low, high) = if signed {
+                    block_quants::<true>(&v, bytes)
+                } else {
+                    block_quants::<false>(&v, bytes)
+                };
+                let scale = v.avx._mm256_set1_ps(scales.d[b]);
+                let shift = v.avx._mm256_set1_ps(scales.offset[b]);
                 let q = [widen8x2(&v, low, signed), widen8x2(&v, high, signed)];
                 for (i, part) in q.iter().flatten().enumerate() {
                     let value = v.fma._mm256_fmadd_ps(*part, scale, shift);
