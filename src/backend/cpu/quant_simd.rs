@@ -273,7 +273,8 @@ mod x86 {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
+    // `r` indexes the accumulators and the input rows in lock-step.
+    #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
     #[inline(always)]
     fn tile_v4<const R: usize, const SIGNED: bool>(
         v: &V4,
@@ -327,7 +328,8 @@ mod x86 {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
+    // `r` indexes the accumulators and the input rows in lock-step.
+    #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
     #[inline(always)]
     fn tile_v3<const R: usize, const SIGNED: bool>(
         v: &V3,
