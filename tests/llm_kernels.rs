@@ -106,8 +106,11 @@ fn close(got: &[f32], want: &[f64], tolerance: f64, what: &str) {
 
 fn quant_matmul_matches_reference<B: Backend>(backend: &B, level: &str) {
     let mut rng = SmallRng::seed_from_u64(5);
-    let (n, k) = (37, 96);
-    for format in QuantFormat::ALL {
+    // 300 rows: the many-row product widens 256 weight rows at a time (two pieces).
+    for (format, (n, k)) in QuantFormat::ALL
+        .into_iter()
+        .flat_map(|f| [(f, (37, 96)), (f, (300, 64))])
+    {
         let (bytes, w) = encode(&mut rng, format, n, k);
         let weight = upload(backend, &planar_words(format, &bytes, k));
         for m in [1, 2, 3, 5, 17] {

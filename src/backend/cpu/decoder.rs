@@ -5,6 +5,9 @@
 use crate::backend::kernel::DecoderShape;
 use crate::backend::quant::QuantFormat;
 
+use faer::{MatMut, MatRef};
+
+use super::gemm::gemm_strided;
 use super::math::{exp, sum, sum_squared_deviation, with_simd};
 use super::spread::Spread;
 
@@ -72,14 +75,20 @@ fn rotate(head: &mut [f32], cos: &[f32], sin: &[f32]) {
     }
 }
 
-/// The cosines and sines of position `position`'s rotary angles (computed in f64).
-fn angles(position: usize, shape: &DecoderShape) -> (Vec<f32>, Vec<f32>) {
-    let pairs = shape.rope_dims / 2;
+/// The rotary frequencies `theta^(−2i/rope_dims)` of each pair (in f64).
+fn frequencies(shape: &DecoderShape) -> Vec<f64> {
     let dims = shape.rope_dims as f64;
-    (0..pairs)
-        .map(|i| {
-            let frequency = (shape.theta as f64).powf(-((2 * i) as f64) / dims);
-            let angle = position as f64 * frequency;
+    (0..shape.rope_dims / 2)
+        .map(|i| (shape.theta as f64).powf(-((2 * i) as f64) / dims))
+        .collect()
+}
+
+/// The cosines and sines of position `position`'s rotary angles (computed in f64).
+fn angles(position: usize, frequencies: &[f64]) -> (Vec<f32>, Vec<f32>) {
+    frequencies
+        .iter()
+        .map(|f| {
+            let angle = position as f64 * f;
             (angle.cos() as f32, angle.sin() as f32)
         })
         .unzip()
@@ -97,9 +106,10 @@ pub fn rope_and_store(
     };
     let hd = shape.head_dim;
     let q_width = shape.heads * hd;
+    let frequencies = frequencies(&shape);
     for (r, row) in qkv.chunks_exact_mut(width).take(shape.rows).enumerate() {
         let position = shape.start + r;
-        let (cos, sin) = angles(position, &shape);
+        let (cos, sin) = angles(position, &frequencies);
         for head in row[..q_width + kv_width].chunks_exact_mut(hd) {
             rotate(&mut head[..shape.rope_dims], &cos, &sin);
         }
@@ -109,8 +119,13 @@ pub fn rope_and_store(
     }
 }
 
+/// Rows from which a head's attention runs as two GEMMs (faer) instead of a dot product per
+/// key: a prompt's prefill.
+const GEMM_MIN_ROWS: usize = 8;
+
 /// Causal attention over the caches: `out[r, h] = softmax(q·Kᵀ/√d) · V` over cache rows
-/// `0..=start + r`, query head `h` reading KV head `h / (heads / kv_heads)`.
+/// `0..=start + r`, query head `h` reading KV head `h / (heads / kv_heads)`. Heads are spread
+/// over the pool (a decoding step has one row, nine heads).
 pub fn causal_attention(
     qkv: &[f32],
     k_cache: &[f32],
@@ -122,26 +137,142 @@ pub fn causal_attention(
     let (Some(width), Some(kv_width)) = (shape.qkv_width(), shape.kv_width()) else {
         return;
     };
-    let (hd, heads) = (shape.head_dim, shape.heads);
-    let group = heads / shape.kv_heads;
-    let scale = 1.0 / (hd as f32).sqrt();
-    let out = &mut out[..shape.rows * heads * hd];
-    spread.chunks_mut(out, hd, 1, |index, out| {
-        let (r, h) = (index / heads, index % heads);
-        let q = &qkv[r * width + h * hd..][..hd];
-        let kv = (h / group) * hd;
-        let keys = shape.start + r + 1;
-        with_simd(AttendOne {
-            q,
+    let (hd, heads, rows) = (shape.head_dim, shape.heads, shape.rows);
+    let heads_per_task = if spread == Spread::Pool { 1 } else { heads };
+    let outputs = spread.map(heads, heads_per_task, |h| {
+        let head = Head {
+            qkv,
+            width,
             k_cache,
             v_cache,
             kv_width,
-            kv,
-            keys,
-            scale,
-            out,
-        })
+            h,
+            shape,
+        };
+        if rows >= GEMM_MIN_ROWS {
+            head.by_gemm()
+        } else {
+            head.by_dots()
+        }
     });
+    let out = &mut out[..rows * heads * hd];
+    for (h, values) in outputs.into_iter().enumerate() {
+        for (r, row) in values.chunks_exact(hd).enumerate() {
+            out[(r * heads + h) * hd..][..hd].copy_from_slice(row);
+        }
+    }
+}
+
+/// One query head of a step's rows.
+struct Head<'a> {
+    qkv: &'a [f32],
+    width: usize,
+    k_cache: &'a [f32],
+    v_cache: &'a [f32],
+    kv_width: usize,
+    h: usize,
+    shape: DecoderShape,
+}
+
+impl Head<'_> {
+    /// The head's offset in a cache row.
+    fn kv(&self) -> usize {
+        self.h / (self.shape.heads / self.shape.kv_heads) * self.shape.head_dim
+    }
+
+    fn scale(&self) -> f32 {
+        1.0 / (self.shape.head_dim as f32).sqrt()
+    }
+
+    /// `rows × head_dim` values, a dot product per (row, key).
+    fn by_dots(&self) -> Vec<f32> {
+        let (hd, rows) = (self.shape.head_dim, self.shape.rows);
+        let mut values = vec![0.0f32; rows * hd];
+        for (r, out) in values.chunks_exact_mut(hd).enumerate() {
+            with_simd(AttendOne {
+                q: &self.qkv[r * self.width + self.h * hd..][..hd],
+                k_cache: self.k_cache,
+                v_cache: self.v_cache,
+                kv_width: self.kv_width,
+                kv: self.kv(),
+                keys: self.shape.start + r + 1,
+                scale: self.scale(),
+                out,
+            })
+        }
+        values
+    }
+
+    /// `rows × head_dim` values: scores = Q·Kᵀ, the causal softmax, then P·V.
+    fn by_gemm(&self) -> Vec<f32> {
+        let DecoderShape {
+            rows,
+            start,
+            head_dim: hd,
+            ..
+        } = self.shape;
+        let keys = start + rows;
+        let kv = self.kv();
+        let k =
+            MatRef::from_row_major_slice_with_stride(&self.k_cache[kv..], keys, hd, self.kv_width);
+        let v =
+            MatRef::from_row_major_slice_with_stride(&self.v_cache[kv..], keys, hd, self.kv_width);
+        let mut scores = vec![0.0f32; rows * keys];
+        gemm_strided(
+            &self.qkv[self.h * hd..],
+            self.width,
+            k.transpose(),
+            MatMut::from_row_major_slice_mut(&mut scores, rows, keys),
+            rows,
+            hd,
+            self.scale(),
+        );
+        with_simd(CausalSoftmax {
+            scores: &mut scores,
+            keys,
+            start,
+        });
+        let mut values = vec![0.0f32; rows * hd];
+        faer::linalg::matmul::matmul(
+            MatMut::from_row_major_slice_mut(&mut values, rows, hd),
+            faer::Accum::Replace,
+            MatRef::from_row_major_slice(&scores, rows, keys),
+            v,
+            1.0f32,
+            faer::Par::Seq,
+        );
+        values
+    }
+}
+
+/// Row `r` of `scores` (`keys` wide) softmaxed over its first `start + r + 1` keys, the rest
+/// zero.
+struct CausalSoftmax<'a> {
+    scores: &'a mut [f32],
+    keys: usize,
+    start: usize,
+}
+
+impl pulp::WithSimd for CausalSoftmax<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _: S) {
+        for (r, row) in self.scores.chunks_exact_mut(self.keys).enumerate() {
+            let (seen, future) = row.split_at_mut(self.start + r + 1);
+            future.fill(0.0);
+            softmax(seen);
+        }
+    }
+}
+
+/// Softmax of `scores` in place.
+#[inline(always)]
+fn softmax(scores: &mut [f32]) {
+    let max = scores.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+    scores.iter_mut().for_each(|s| *s = exp(*s - max));
+    let inverse = 1.0 / sum(scores);
+    scores.iter_mut().for_each(|s| *s *= inverse);
 }
 
 /// One query head of one row over `keys` cache rows.
@@ -179,13 +310,10 @@ impl pulp::WithSimd for AttendOne<'_> {
                 dot(q, key) * scale
             })
             .collect();
-        let max = scores.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-        scores.iter_mut().for_each(|s| *s = exp(*s - max));
-        let inverse = 1.0 / sum(&scores);
+        softmax(&mut scores);
         out.fill(0.0);
         for (j, p) in scores.iter().enumerate() {
             let value = &v_cache[j * kv_width + kv..][..hd];
-            let p = p * inverse;
             out.iter_mut().zip(value).for_each(|(o, v)| *o += p * v);
         }
     }

@@ -7,16 +7,18 @@
 //! form. Many rows (a prompt) widen the weight to f32 once per launch, on the pool, and hand it
 //! to faer's GEMM, which the widening costs a `1/m` fraction of.
 
+use faer::linalg::matmul::matmul;
+use faer::{Accum, MatMut, MatRef, Par};
 use rayon::prelude::*;
 
-use crate::backend::kernel::Activation;
 use crate::backend::quant::{half_table, QuantFormat, VALUES_PER_BLOCK};
 
 use super::few_rows::FEW_ROWS;
-use super::gemm::gemm_bias;
 use super::math::with_simd;
 use super::quant_simd;
 
+/// Weight rows widened at a time for the many-row product (256 × 1536 f32: 1.5 MiB).
+const DENSE_ROWS: usize = 256;
 /// Input rows that share one decoded block.
 const ROWS_PER_PASS: usize = 4;
 /// Weight rows per parallel task.
@@ -46,39 +48,51 @@ pub fn quant_matmul(
     }
     let parallel = threads > 1;
     if m >= FEW_ROWS {
-        let mut dense = Vec::with_capacity(n * k);
-        dense.resize(n * k, 0.0f32);
-        let widen = |(rows, bytes): (&mut [f32], &[u8])| {
-            for (row, bytes) in rows.chunks_exact_mut(k).zip(bytes.chunks_exact(row_bytes)) {
-                if !quant_simd::widen(format, bytes, row) {
-                    with_simd(Widen {
-                        format,
-                        bytes,
-                        out: row,
-                    })
-                }
-            }
-        };
-        let pairs = dense
-            .par_chunks_mut(WEIGHT_ROWS_PER_TASK * k)
-            .zip(weight.par_chunks(WEIGHT_ROWS_PER_TASK * row_bytes));
-        if parallel {
-            pairs.for_each(widen);
+        // The weight widened DENSE_ROWS rows at a time (a piece that stays in cache for faer's
+        // product, and a bounded buffer), each piece's product written into its columns of out.
+        let mut dense = vec![0.0f32; DENSE_ROWS.min(n) * k];
+        let lhs = MatRef::from_row_major_slice(input, m, k);
+        let par = if parallel {
+            Par::rayon(threads)
         } else {
-            dense
-                .chunks_mut(WEIGHT_ROWS_PER_TASK * k)
-                .zip(weight.chunks(WEIGHT_ROWS_PER_TASK * row_bytes))
-                .for_each(widen);
+            Par::Seq
+        };
+        for (piece, bytes) in weight.chunks(DENSE_ROWS * row_bytes).enumerate() {
+            let rows = bytes.len() / row_bytes;
+            let dense = &mut dense[..rows * k];
+            let widen = |(rows, bytes): (&mut [f32], &[u8])| {
+                for (row, bytes) in rows.chunks_exact_mut(k).zip(bytes.chunks_exact(row_bytes)) {
+                    if !quant_simd::widen(format, bytes, row) {
+                        with_simd(Widen {
+                            format,
+                            bytes,
+                            out: row,
+                        })
+                    }
+                }
+            };
+            let per_task = WEIGHT_ROWS_PER_TASK;
+            if parallel {
+                dense
+                    .par_chunks_mut(per_task * k)
+                    .zip(bytes.par_chunks(per_task * row_bytes))
+                    .for_each(widen);
+            } else {
+                dense
+                    .chunks_mut(per_task * k)
+                    .zip(bytes.chunks(per_task * row_bytes))
+                    .for_each(widen);
+            }
+            let first = piece * DENSE_ROWS;
+            // This piece's columns of `out`, row stride n. (faer 0.24.4's
+            // `from_row_major_slice_with_stride_mut` swaps the two strides it passes on and
+            // writes out of bounds; the column-major view of the transpose is the same matrix.)
+            let columns =
+                MatMut::from_column_major_slice_with_stride_mut(&mut out[first..], rows, m, n)
+                    .transpose_mut();
+            let rhs = MatRef::from_row_major_slice(dense, rows, k).transpose();
+            matmul(columns, Accum::Replace, lhs, rhs, 1.0f32, par);
         }
-        gemm_bias(
-            input,
-            &dense,
-            None,
-            out,
-            (m, n, k),
-            Activation::None,
-            threads,
-        );
         return;
     }
     let blocks = k / VALUES_PER_BLOCK;
