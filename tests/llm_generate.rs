@@ -5,7 +5,6 @@
 
 mod support;
 
-use std::path::Path;
 use std::sync::Arc;
 
 use hipinfer::backend::{
@@ -17,19 +16,7 @@ use hipinfer::llm::{
 };
 use hipinfer::retry::{RetryConfig, RetryPolicy, RetryState};
 
-fn fixture() -> serde_json::Value {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/smollm2_golden.json");
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-fn ids(value: &serde_json::Value) -> Vec<u32> {
-    value
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap() as u32)
-        .collect()
-}
+use support::{fixture_ids as ids, smollm2_fixture as fixture};
 
 fn model() -> Option<Arc<LanguageModel>> {
     support::smollm2_gguf().map(|path| Arc::new(LanguageModel::open(path).unwrap()))

@@ -14,19 +14,7 @@ fn smollm2() -> Option<GgufFile> {
     support::smollm2_gguf().map(|path| GgufFile::open(path).unwrap())
 }
 
-fn fixture() -> serde_json::Value {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/smollm2_golden.json");
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-fn ids(value: &serde_json::Value) -> Vec<u32> {
-    value
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap() as u32)
-        .collect()
-}
+use support::{fixture_ids as ids, smollm2_fixture as fixture};
 
 #[test]
 fn prompt_ids_and_decoded_continuations_equal_transformers() {

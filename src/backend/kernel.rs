@@ -271,6 +271,22 @@ impl DecoderShape {
         product(&[self.kv_heads, self.head_dim])
     }
 
+    /// The fused `qkv` and the two caches, each `(name, words held, words needed)`.
+    fn buffer_checks(
+        &self,
+        qkv: usize,
+        k_cache: usize,
+        v_cache: usize,
+    ) -> [(&'static str, usize, Option<usize>); 3] {
+        let rows = self.qkv_width().and_then(|w| product(&[self.rows, w]));
+        let cache = self.kv_width().and_then(|w| product(&[self.capacity, w]));
+        [
+            ("qkv", qkv, rows),
+            ("k_cache", k_cache, cache),
+            ("v_cache", v_cache, cache),
+        ]
+    }
+
     fn check(&self) -> Result<(), String> {
         let s = self;
         if s.head_dim == 0 || s.kv_heads == 0 || !s.heads.is_multiple_of(s.kv_heads) {
@@ -778,15 +794,7 @@ impl<'a, B> Kernel<'a, B> {
                 shape,
             } => {
                 shape.check().or_else(invalid)?;
-                let rows = shape.rows;
-                checks.push((
-                    "qkv",
-                    len(qkv),
-                    shape.qkv_width().and_then(|w| product(&[rows, w])),
-                ));
-                let cache = shape.kv_width().and_then(|w| product(&[shape.capacity, w]));
-                checks.push(("k_cache", len(k_cache), cache));
-                checks.push(("v_cache", len(v_cache), cache));
+                checks.extend(shape.buffer_checks(len(qkv), len(k_cache), len(v_cache)));
             }
             Kernel::CausalAttention {
                 qkv,
@@ -796,20 +804,9 @@ impl<'a, B> Kernel<'a, B> {
                 shape,
             } => {
                 shape.check().or_else(invalid)?;
-                let rows = shape.rows;
-                checks.push((
-                    "qkv",
-                    len(qkv),
-                    shape.qkv_width().and_then(|w| product(&[rows, w])),
-                ));
-                let cache = shape.kv_width().and_then(|w| product(&[shape.capacity, w]));
-                checks.push(("k_cache", len(k_cache), cache));
-                checks.push(("v_cache", len(v_cache), cache));
-                checks.push((
-                    "out",
-                    len(out),
-                    product(&[rows, shape.heads, shape.head_dim]),
-                ));
+                checks.extend(shape.buffer_checks(len(qkv), len(k_cache), len(v_cache)));
+                let want = product(&[shape.rows, shape.heads, shape.head_dim]);
+                checks.push(("out", len(out), want));
             }
             Kernel::SwiGlu {
                 gate_up,

@@ -104,25 +104,6 @@ pub fn f16_to_f32(bits: u16) -> f32 {
     f32::from_bits(value.to_bits() | sign)
 }
 
-/// Every half's f32 value: one load per block scale in the products' inner loops, where the
-/// arithmetic conversion above took eight instructions twice a block (as ggml, which keeps the
-/// same table for CPUs without F16C).
-static HALF_TABLE: std::sync::OnceLock<Box<HalfTable>> = std::sync::OnceLock::new();
-
-/// A table indexed by a half's bits (a fixed size, so indexing it by a `u16` needs no check).
-pub type HalfTable = [f32; 1 << 16];
-
-/// The table of every half's value (built on first use; kernels fetch it once per launch).
-pub fn half_table() -> &'static HalfTable {
-    HALF_TABLE.get_or_init(|| {
-        let mut table = Box::new([0f32; 1 << 16]);
-        for (bits, value) in table.iter_mut().enumerate() {
-            *value = f16_to_f32(bits as u16);
-        }
-        table
-    })
-}
-
 impl QuantFormat {
     /// Halves of each block's header (scale, then minimum) and bytes of its quants.
     pub const fn parts(self) -> (usize, usize) {
@@ -168,9 +149,8 @@ impl QuantFormat {
     pub fn dequantize_row(self, bytes: &[u8], out: &mut [f32]) {
         let blocks = out.len() / VALUES_PER_BLOCK;
         let row = self.row(bytes, blocks);
-        let table = half_table();
         for (b, values) in out.chunks_exact_mut(VALUES_PER_BLOCK).enumerate() {
-            let Block { q, d, offset } = row.block(table, b);
+            let Block { q, d, offset } = row.block(b);
             for (v, q) in values.iter_mut().zip(q) {
                 *v = q.mul_add(d, offset);
             }
@@ -188,22 +168,22 @@ pub struct Row<'a> {
 }
 
 #[inline(always)]
-fn half_at(table: &HalfTable, bytes: &[u8], i: usize) -> f32 {
-    table[usize::from(u16::from_le_bytes([bytes[2 * i], bytes[2 * i + 1]]))]
+fn half_at(bytes: &[u8], i: usize) -> f32 {
+    f16_to_f32(u16::from_le_bytes([bytes[2 * i], bytes[2 * i + 1]]))
 }
 
 impl Row<'_> {
     /// Block `b`'s `d` and `offset` (`value = d · q + offset`).
     #[inline(always)]
-    pub fn scale(&self, table: &HalfTable, b: usize) -> (f32, f32) {
+    pub fn scale(&self, b: usize) -> (f32, f32) {
         match self.format {
             QuantFormat::F32 | QuantFormat::F16 => (1.0, 0.0),
-            QuantFormat::Q8_0 => (half_at(table, self.scales, b), 0.0),
+            QuantFormat::Q8_0 => (half_at(self.scales, b), 0.0),
             QuantFormat::Q4_0 => {
-                let d = half_at(table, self.scales, b);
+                let d = half_at(self.scales, b);
                 (d, -8.0 * d)
             }
-            QuantFormat::Q4_1 => (half_at(table, self.scales, b), half_at(table, self.mins, b)),
+            QuantFormat::Q4_1 => (half_at(self.scales, b), half_at(self.mins, b)),
         }
     }
 
@@ -216,8 +196,8 @@ impl Row<'_> {
 
     /// Block `b` decoded (portable code).
     #[inline(always)]
-    pub fn block(&self, table: &HalfTable, b: usize) -> Block {
-        let (d, offset) = self.scale(table, b);
+    pub fn block(&self, b: usize) -> Block {
+        let (d, offset) = self.scale(b);
         let bytes = self.quants(b);
         let mut q = [0f32; VALUES_PER_BLOCK];
         match self.format {
@@ -228,7 +208,7 @@ impl Row<'_> {
             }
             QuantFormat::F16 => {
                 for (i, q) in q.iter_mut().enumerate() {
-                    *q = half_at(table, bytes, i);
+                    *q = half_at(bytes, i);
                 }
             }
             QuantFormat::Q8_0 => {

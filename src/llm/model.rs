@@ -129,6 +129,26 @@ impl<Buf> Activations<Buf> {
     }
 }
 
+/// `x += add`, then `normed = RMSNorm(x) · weight`, over `rows` rows of the model's width.
+fn rms_norm<'a, Buf>(
+    x: &'a mut Buf,
+    add: Option<&'a Buf>,
+    weight: &'a Buf,
+    normed: &'a mut Buf,
+    rows: usize,
+    c: &LlamaConfig,
+) -> Kernel<'a, Buf> {
+    Kernel::RmsNorm {
+        x,
+        add,
+        weight,
+        out: normed,
+        rows,
+        cols: c.hidden,
+        eps: c.norm_eps,
+    }
+}
+
 fn matmul<'a, Buf>(
     input: &'a Buf,
     weight: &'a QuantMatrix<Buf>,
@@ -206,15 +226,15 @@ fn forward_in_scope<B: Backend>(
         format: weights.token_embedding.format,
     })?;
     for (l, layer) in weights.layers.iter().enumerate() {
-        backend.launch(Kernel::RmsNorm {
-            x: &mut a.x,
-            add: (l > 0).then_some(&a.down),
-            weight: &layer.attn_norm,
-            out: &mut a.normed,
+        let add = (l > 0).then_some(&a.down);
+        backend.launch(rms_norm(
+            &mut a.x,
+            add,
+            &layer.attn_norm,
+            &mut a.normed,
             rows,
-            cols: c.hidden,
-            eps: c.norm_eps,
-        })?;
+            c,
+        ))?;
         backend.launch(matmul(&a.normed, &layer.qkv, &mut a.qkv, rows))?;
         let (k_cache, v_cache) = &mut cache.layers[l];
         backend.launch(Kernel::RopeAndStore {
@@ -231,15 +251,15 @@ fn forward_in_scope<B: Backend>(
             shape,
         })?;
         backend.launch(matmul(&a.attention, &layer.output, &mut a.projected, rows))?;
-        backend.launch(Kernel::RmsNorm {
-            x: &mut a.x,
-            add: Some(&a.projected),
-            weight: &layer.ffn_norm,
-            out: &mut a.normed,
+        let add = Some(&a.projected);
+        backend.launch(rms_norm(
+            &mut a.x,
+            add,
+            &layer.ffn_norm,
+            &mut a.normed,
             rows,
-            cols: c.hidden,
-            eps: c.norm_eps,
-        })?;
+            c,
+        ))?;
         backend.launch(matmul(&a.normed, &layer.gate_up, &mut a.gate_up, rows))?;
         backend.launch(Kernel::SwiGlu {
             gate_up: &a.gate_up,
@@ -249,15 +269,15 @@ fn forward_in_scope<B: Backend>(
         })?;
         backend.launch(matmul(&a.gated, &layer.down, &mut a.down, rows))?;
     }
-    backend.launch(Kernel::RmsNorm {
-        x: &mut a.x,
-        add: (!weights.layers.is_empty()).then_some(&a.down),
-        weight: &weights.output_norm,
-        out: &mut a.normed,
+    let add = (!weights.layers.is_empty()).then_some(&a.down);
+    backend.launch(rms_norm(
+        &mut a.x,
+        add,
+        &weights.output_norm,
+        &mut a.normed,
         rows,
-        cols: c.hidden,
-        eps: c.norm_eps,
-    })?;
+        c,
+    ))?;
     // Only the rows whose logits are wanted go through the (vocabulary-wide) output product.
     let mut normed = vec![0.0f32; rows * c.hidden];
     backend.copy_to_host(&a.normed, &mut normed)?;

@@ -132,3 +132,20 @@ pub fn smollm2_gguf() -> Option<std::path::PathBuf> {
     );
     None
 }
+
+/// `../shared/fixtures/smollm2_golden.json` (transformers' reference for SmolLM2).
+pub fn smollm2_fixture() -> serde_json::Value {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/fixtures/smollm2_golden.json");
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// A fixture's array of token ids.
+pub fn fixture_ids(value: &serde_json::Value) -> Vec<u32> {
+    value
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u32)
+        .collect()
+}

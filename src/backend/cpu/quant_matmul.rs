@@ -11,7 +11,7 @@ use faer::linalg::matmul::matmul;
 use faer::{Accum, MatMut, MatRef, Par};
 use rayon::prelude::*;
 
-use crate::backend::quant::{half_table, QuantFormat, VALUES_PER_BLOCK};
+use crate::backend::quant::{QuantFormat, VALUES_PER_BLOCK};
 
 use super::few_rows::FEW_ROWS;
 use super::math::with_simd;
@@ -217,11 +217,10 @@ fn dot_rows<const R: usize>(
 ) {
     let k = blocks * VALUES_PER_BLOCK;
     let row = format.row(w_row, blocks);
-    let table = half_table();
     let mut acc = [[0.0f32; LANES]; R];
     let mut offsets = [0.0f32; R];
     for b in 0..blocks {
-        let block = row.block(table, b);
+        let block = row.block(b);
         let (low, high) = block.q.split_at(LANES);
         for r in 0..R {
             let xs = &x[r * k + b * VALUES_PER_BLOCK..][..VALUES_PER_BLOCK];
