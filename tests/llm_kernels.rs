@@ -7,7 +7,9 @@
 mod support;
 
 use half::f16;
-use hipinfer::backend::{Backend, DecoderShape, Kernel, QuantFormat, VALUES_PER_BLOCK};
+use hipinfer::backend::{
+    Backend, CacheSegment, DecoderShape, Kernel, QuantFormat, QuantPath, VALUES_PER_BLOCK,
+};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use support::backends::{cpu, cpu_at_each_level, download, upload};
@@ -122,10 +124,12 @@ fn quant_matmul_matches_reference<B: Backend>(backend: &B, level: &str) {
                     input: &input,
                     weight: &weight,
                     out: &mut out,
+                    first: 0,
                     m,
                     n,
                     k,
                     format,
+                    path: QuantPath::Auto,
                 })
                 .unwrap();
             let want: Vec<f64> = (0..m * n)
@@ -241,15 +245,19 @@ fn rope_and_causal_attention_match_reference() {
         let mut outputs = Vec::new();
         for (start, rows) in [(0, 3), (3, 2)] {
             let shape = DecoderShape {
-                rows,
-                start,
-                capacity,
                 heads,
                 kv_heads,
                 head_dim,
                 rope_dims,
                 theta,
             };
+            let segments = [CacheSegment {
+                row: 0,
+                rows,
+                start,
+                base: 0,
+                capacity,
+            }];
             let mut step = upload(&backend, &qkv[start * width..(start + rows) * width]);
             backend
                 .launch(Kernel::RopeAndStore {
@@ -257,6 +265,7 @@ fn rope_and_causal_attention_match_reference() {
                     k_cache: &mut k_cache,
                     v_cache: &mut v_cache,
                     shape,
+                    segments: &segments,
                 })
                 .unwrap();
             let mut out = backend.allocate(rows * heads * head_dim).unwrap();
@@ -267,6 +276,7 @@ fn rope_and_causal_attention_match_reference() {
                     v_cache: &v_cache,
                     out: &mut out,
                     shape,
+                    segments: &segments,
                 })
                 .unwrap();
             outputs.extend(download(&backend, &out, rows * heads * head_dim));
@@ -358,10 +368,12 @@ fn bad_decoder_shapes_are_errors_naming_the_argument() {
             input: &small,
             weight: &small,
             out: &mut out,
+            first: 0,
             m: 1,
             n: 2,
             k: 33,
             format: QuantFormat::Q4_1,
+            path: QuantPath::Auto,
         })
         .unwrap_err()
         .to_string();
@@ -371,10 +383,12 @@ fn bad_decoder_shapes_are_errors_naming_the_argument() {
             input: &small,
             weight: &small,
             out: &mut out,
+            first: 0,
             m: 1,
             n: 64,
             k: 64,
             format: QuantFormat::Q8_0,
+            path: QuantPath::Fused,
         })
         .unwrap_err()
         .to_string();
@@ -382,39 +396,52 @@ fn bad_decoder_shapes_are_errors_naming_the_argument() {
     let (mut k_cache, mut v_cache) = (backend.allocate(64).unwrap(), backend.allocate(64).unwrap());
     let mut qkv = backend.allocate(64).unwrap();
     let shape = DecoderShape {
-        rows: 1,
-        start: 4,
-        capacity: 4,
         heads: 2,
         kv_heads: 1,
         head_dim: 8,
         rope_dims: 8,
         theta: 1e4,
     };
-    let error = backend
-        .launch(Kernel::RopeAndStore {
-            qkv: &mut qkv,
-            k_cache: &mut k_cache,
-            v_cache: &mut v_cache,
-            shape,
-        })
-        .unwrap_err()
-        .to_string();
-    assert!(error.contains("do not fit the cache"), "{error}");
-    let error = backend
-        .launch(Kernel::RopeAndStore {
-            qkv: &mut qkv,
-            k_cache: &mut k_cache,
-            v_cache: &mut v_cache,
-            shape: DecoderShape {
-                start: 0,
-                kv_heads: 3,
-                ..shape
-            },
-        })
-        .unwrap_err()
-        .to_string();
+    let segment = CacheSegment {
+        row: 0,
+        rows: 1,
+        start: 4,
+        base: 0,
+        capacity: 4,
+    };
+    let mut rope = |shape: DecoderShape, segments: &[CacheSegment]| {
+        backend
+            .launch(Kernel::RopeAndStore {
+                qkv: &mut qkv,
+                k_cache: &mut k_cache,
+                v_cache: &mut v_cache,
+                shape,
+                segments,
+            })
+            .unwrap_err()
+            .to_string()
+    };
+    let error = rope(shape, &[segment]);
+    assert!(
+        error.contains("segment 0") && error.contains("do not fit"),
+        "{error}"
+    );
+    let fits = CacheSegment {
+        start: 0,
+        ..segment
+    };
+    let error = rope(
+        DecoderShape {
+            kv_heads: 3,
+            ..shape
+        },
+        &[fits],
+    );
     assert!(error.contains("multiple of kv_heads"), "{error}");
+    let error = rope(shape, &[fits, CacheSegment { row: 1, ..fits }]);
+    assert!(error.contains("share rows"), "{error}");
+    let error = rope(shape, &[CacheSegment { base: 5, ..fits }]);
+    assert!(error.contains("`k_cache`"), "{error}");
     let ids = upload(&backend, &[99u32]);
     let error = backend
         .launch(Kernel::EmbedRows {
@@ -429,4 +456,165 @@ fn bad_decoder_shapes_are_errors_naming_the_argument() {
         .unwrap_err()
         .to_string();
     assert!(error.contains("token id 99"), "{error}");
+}
+
+/// Each product path gives a row the same bits whatever else is in the launch (how many rows,
+/// which, where they start): what makes batched and replayed generation exact.
+#[test]
+fn each_product_path_gives_a_row_the_same_bits_in_any_batch() {
+    let backend = cpu();
+    let mut rng = SmallRng::seed_from_u64(11);
+    for format in [QuantFormat::Q4_1, QuantFormat::Q8_0] {
+        let (n, k) = (300, 192);
+        let (bytes, _) = encode(&mut rng, format, n, k);
+        let weight = upload(&backend, &planar_words(format, &bytes, k));
+        let x = random(&mut rng, 40 * k);
+        let input = upload(&backend, &x);
+        let run = |first: usize, m: usize, path: QuantPath| {
+            let mut out = backend.allocate(40 * n).unwrap();
+            backend
+                .launch(Kernel::QuantMatmul {
+                    input: &input,
+                    weight: &weight,
+                    out: &mut out,
+                    first,
+                    m,
+                    n,
+                    k,
+                    format,
+                    path,
+                })
+                .unwrap();
+            download(&backend, &out, 40 * n)[first * n..(first + m) * n].to_vec()
+        };
+        for path in [QuantPath::Fused, QuantPath::Widened] {
+            let all = run(0, 40, path);
+            for (first, m) in (1..=40).flat_map(|m| [(0, m), (40 - m, m)]) {
+                let alone = run(first, m, path);
+                assert!(
+                    alone == all[first * n..(first + m) * n],
+                    "{format} {path:?}: rows {first}..{} differ from the 40-row launch",
+                    first + m
+                );
+            }
+        }
+    }
+}
+
+/// Two sequences in one attention launch, each in its own rows of the caches, give each the
+/// very values it gets alone.
+#[test]
+fn attention_over_several_sequences_equals_each_alone() {
+    let backend = cpu();
+    let mut rng = SmallRng::seed_from_u64(12);
+    let shape = DecoderShape {
+        heads: 4,
+        kv_heads: 2,
+        head_dim: 8,
+        rope_dims: 8,
+        theta: 1e4,
+    };
+    let (width, kv_width) = (shape.qkv_width().unwrap(), shape.kv_width().unwrap());
+    // Sequence a: 3 tokens at positions 0..3 (rows 0..8 of the cache); b: 1 token at position
+    // 0 (rows 8..12). Then both decode one more token together.
+    let a = CacheSegment {
+        row: 0,
+        rows: 3,
+        start: 0,
+        base: 0,
+        capacity: 8,
+    };
+    let b = CacheSegment {
+        row: 3,
+        rows: 1,
+        start: 0,
+        base: 8,
+        capacity: 4,
+    };
+    let first = random(&mut rng, 4 * width);
+    let second = random(&mut rng, 2 * width);
+    let step = |segments: &[CacheSegment], qkv: &[f32], caches: &mut (_, _)| {
+        let (k_cache, v_cache) = caches;
+        let rows: usize = segments.iter().map(|s| s.row + s.rows).max().unwrap();
+        let mut qkv = upload(&backend, qkv);
+        backend
+            .launch(Kernel::RopeAndStore {
+                qkv: &mut qkv,
+                k_cache,
+                v_cache,
+                shape,
+                segments,
+            })
+            .unwrap();
+        let mut out = backend.allocate(rows * 4 * 8).unwrap();
+        backend
+            .launch(Kernel::CausalAttention {
+                qkv: &qkv,
+                k_cache,
+                v_cache,
+                out: &mut out,
+                shape,
+                segments,
+            })
+            .unwrap();
+        download(&backend, &out, rows * 32)
+    };
+    let caches = || {
+        (
+            backend.allocate(12 * kv_width).unwrap(),
+            backend.allocate(12 * kv_width).unwrap(),
+        )
+    };
+    let mut together = caches();
+    let prefill = step(&[a, b], &first, &mut together);
+    let decode = step(
+        &[
+            CacheSegment {
+                row: 0,
+                rows: 1,
+                start: 3,
+                ..a
+            },
+            CacheSegment {
+                row: 1,
+                rows: 1,
+                start: 1,
+                ..b
+            },
+        ],
+        &second,
+        &mut together,
+    );
+    let mut alone_a = caches();
+    let a_prefill = step(&[a], &first[..3 * width], &mut alone_a);
+    let a_decode = step(
+        &[CacheSegment {
+            row: 0,
+            rows: 1,
+            start: 3,
+            ..a
+        }],
+        &second[..width],
+        &mut alone_a,
+    );
+    let mut alone_b = caches();
+    let b_prefill = step(
+        &[CacheSegment { row: 0, ..b }],
+        &first[3 * width..],
+        &mut alone_b,
+    );
+    let b_decode = step(
+        &[CacheSegment {
+            row: 0,
+            rows: 1,
+            start: 1,
+            ..b
+        }],
+        &second[width..],
+        &mut alone_b,
+    );
+    assert!(prefill[..3 * 32] == a_prefill[..], "a's prompt");
+    assert!(prefill[3 * 32..] == b_prefill[..], "b's prompt");
+    assert!(decode[..32] == a_decode[..], "a's step");
+    assert!(decode[32..] == b_decode[..], "b's step");
 }

@@ -38,12 +38,20 @@ fn the_kv_cache_gives_the_logits_of_the_whole_sequence() {
 
     let mut whole = KvCache::new(&backend, &config, 16).unwrap();
     let all_rows: Vec<usize> = (0..tokens.len()).collect();
-    let reference = forward(&backend, decoder, &mut whole, &tokens, &all_rows).unwrap();
+    let reference = forward(
+        &backend,
+        decoder,
+        &mut whole,
+        &tokens,
+        tokens.len(),
+        &all_rows,
+    )
+    .unwrap();
     assert_eq!(whole.len(), tokens.len());
 
     let mut one_by_one = KvCache::new(&backend, &config, 16).unwrap();
     for (i, &token) in tokens.iter().enumerate() {
-        let logits = forward(&backend, decoder, &mut one_by_one, &[token], &[0]).unwrap();
+        let logits = forward(&backend, decoder, &mut one_by_one, &[token], 0, &[0]).unwrap();
         let want = &reference[i * VOCAB..(i + 1) * VOCAB];
         for (g, w) in logits.iter().zip(want) {
             assert!((g - w).abs() < 1e-4, "position {i}: {g} vs {w}");
@@ -51,8 +59,8 @@ fn the_kv_cache_gives_the_logits_of_the_whole_sequence() {
     }
 
     let mut chunked = KvCache::new(&backend, &config, 16).unwrap();
-    forward(&backend, decoder, &mut chunked, &tokens[..5], &[]).unwrap();
-    let logits = forward(&backend, decoder, &mut chunked, &tokens[5..], &[3]).unwrap();
+    forward(&backend, decoder, &mut chunked, &tokens[..5], 5, &[]).unwrap();
+    let logits = forward(&backend, decoder, &mut chunked, &tokens[5..], 4, &[3]).unwrap();
     for (g, w) in logits.iter().zip(&reference[last * VOCAB..]) {
         assert!((g - w).abs() < 1e-4, "chunked: {g} vs {w}");
     }

@@ -177,16 +177,19 @@ pub enum Kernel<'a, B> {
         rows: usize,
         cols: usize,
     },
-    /// `out[m×n] = input[m×k] · W[n×k]ᵀ` with `W` stored in `format`'s blocks, row after row
-    /// (GGUF's bytes as they are in the file: `weight` holds them in its words).
+    /// `out[first..first+m] = input[first..first+m] · Wᵀ` (rows of `k` and of `n` values) with
+    /// `W[n×k]` stored in `format`'s blocks, row after row (GGUF's bytes as they are in the
+    /// file: `weight` holds them in its words), by `path`.
     QuantMatmul {
         input: &'a B,
         weight: &'a B,
         out: &'a mut B,
+        first: usize,
         m: usize,
         n: usize,
         k: usize,
         format: QuantFormat,
+        path: QuantPath,
     },
     /// `out[t] = table[ids[t]]` widened to f32: rows of `hidden` values of a `[vocab × hidden]`
     /// table stored in `format` (a language model's token embedding).
@@ -210,26 +213,31 @@ pub enum Kernel<'a, B> {
         cols: usize,
         eps: f32,
     },
-    /// On a fused `qkv[rows × (heads + 2·kv_heads)·head_dim]` (Q, then K, then V per row):
-    /// rotates Q and K in place (rotary embedding, GGML's normal mode: pairs `(2i, 2i+1)` of the
-    /// first `rope_dims` of each head, angle `position · theta^(−2i/rope_dims)`, row `r` at
-    /// position `start + r`), then writes each row's K and V into rows `start + r` of the caches
-    /// (`[capacity × kv_heads·head_dim]` each).
+    /// On a fused `qkv[rows × (heads + 2·kv_heads)·head_dim]` (Q, then K, then V per row), for
+    /// each of `segments` (one sequence's rows of the step): rotates Q and K in place (rotary
+    /// embedding, GGML's normal mode: pairs `(2i, 2i+1)` of the first `rope_dims` of each head,
+    /// angle `position · theta^(−2i/rope_dims)`, the segment's row `r` at position
+    /// `start + r`), then writes each row's K and V into the caches (`[rows × kv_heads·head_dim]`
+    /// each, every sequence its own range of rows) at the row of its position.
     RopeAndStore {
         qkv: &'a mut B,
         k_cache: &'a mut B,
         v_cache: &'a mut B,
         shape: DecoderShape,
+        segments: &'a [CacheSegment],
     },
-    /// Causal self-attention with grouped KV heads: row `r` of the fused `qkv` (its Q part)
-    /// attends to cache rows `0..=start + r`; query head `h` reads KV head
-    /// `h / (heads / kv_heads)`. `out[rows × heads·head_dim]`.
+    /// Causal self-attention with grouped KV heads, per segment: its row `r` of the fused `qkv`
+    /// (the Q part) attends to its sequence's cache rows of positions `0..=start + r`; query
+    /// head `h` reads KV head `h / (heads / kv_heads)`. `out[rows × heads·head_dim]`, each
+    /// segment's rows where its `qkv` rows are. Each row's result depends on that row and the
+    /// cache alone, never on the other rows of the launch.
     CausalAttention {
         qkv: &'a B,
         k_cache: &'a B,
         v_cache: &'a B,
         out: &'a mut B,
         shape: DecoderShape,
+        segments: &'a [CacheSegment],
     },
     /// `out[r] = silu(gate[r]) · up[r]` from a fused `gate_up[rows × 2·ff]` (gate, then up).
     SwiGlu {
@@ -240,21 +248,44 @@ pub enum Kernel<'a, B> {
     },
 }
 
-/// The attention shape of one decoder step over one sequence's KV cache.
+/// How a quantized product is computed. Each path's result for a row depends on that row alone
+/// (never on `m` or the other rows), so a row computed by the same path is the same to the last
+/// bit in any batch; the two paths differ in rounding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum QuantPath {
+    /// The backend's choice by `m` (fused for a few rows, widened for many).
+    #[default]
+    Auto,
+    /// Each block decoded into registers and multiplied with the input rows (decoding).
+    Fused,
+    /// The weight widened to f32 and multiplied by a GEMM (prompts).
+    Widened,
+}
+
+/// The heads of a llama-family decoder's attention.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct DecoderShape {
-    /// Tokens in this step.
-    pub rows: usize,
-    /// The position of the first (tokens already in the cache).
-    pub start: usize,
-    /// Rows the caches hold.
-    pub capacity: usize,
     pub heads: usize,
     pub kv_heads: usize,
     pub head_dim: usize,
     /// Leading dimensions of each head that rotate (the rest pass through).
     pub rope_dims: usize,
     pub theta: f32,
+}
+
+/// One sequence's rows in a decoder step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheSegment {
+    /// The first of its rows in `qkv` (and in the attention's `out`).
+    pub row: usize,
+    /// Its tokens in this step.
+    pub rows: usize,
+    /// The position of the first (the sequence's tokens already in the cache).
+    pub start: usize,
+    /// The cache row of the sequence's position 0.
+    pub base: usize,
+    /// Cache rows the sequence owns (`base..base + capacity`).
+    pub capacity: usize,
 }
 
 impl DecoderShape {
@@ -274,12 +305,23 @@ impl DecoderShape {
     /// The fused `qkv` and the two caches, each `(name, words held, words needed)`.
     fn buffer_checks(
         &self,
+        segments: &[CacheSegment],
         qkv: usize,
         k_cache: usize,
         v_cache: usize,
     ) -> [(&'static str, usize, Option<usize>); 3] {
-        let rows = self.qkv_width().and_then(|w| product(&[self.rows, w]));
-        let cache = self.kv_width().and_then(|w| product(&[self.capacity, w]));
+        let rows = segments.iter().try_fold(0, |most: usize, s| {
+            Some(most.max(s.row.checked_add(s.rows)?))
+        });
+        let cache = segments.iter().try_fold(0, |most: usize, s| {
+            Some(most.max(s.base.checked_add(s.capacity)?))
+        });
+        let rows = rows
+            .zip(self.qkv_width())
+            .and_then(|(r, w)| product(&[r, w]));
+        let cache = cache
+            .zip(self.kv_width())
+            .and_then(|(r, w)| product(&[r, w]));
         [
             ("qkv", qkv, rows),
             ("k_cache", k_cache, cache),
@@ -287,7 +329,7 @@ impl DecoderShape {
         ]
     }
 
-    fn check(&self) -> Result<(), String> {
+    fn check(&self, segments: &[CacheSegment]) -> Result<(), String> {
         let s = self;
         if s.head_dim == 0 || s.kv_heads == 0 || !s.heads.is_multiple_of(s.kv_heads) {
             return Err(format!(
@@ -304,15 +346,39 @@ impl DecoderShape {
         if !(s.theta.is_finite() && s.theta > 0.0) {
             return Err(format!("theta {} must be positive", s.theta));
         }
-        match s.start.checked_add(s.rows) {
-            Some(end) if end <= s.capacity => Ok(()),
-            _ => Err(format!(
-                "positions {}..{} do not fit the cache of {} rows",
-                s.start,
-                s.start.saturating_add(s.rows),
-                s.capacity
-            )),
+        for (i, g) in segments.iter().enumerate() {
+            match g.start.checked_add(g.rows) {
+                Some(end) if end <= g.capacity => {}
+                _ => {
+                    return Err(format!(
+                        "segment {i}: positions {}..{} do not fit its {} cache rows",
+                        g.start,
+                        g.start.saturating_add(g.rows),
+                        g.capacity
+                    ))
+                }
+            }
         }
+        // No two segments write the same rows of `qkv` or of the caches.
+        let overlap = |ranges: &mut Vec<(usize, usize)>| {
+            ranges.sort_unstable();
+            ranges.windows(2).any(|w| w[0].1 > w[1].0)
+        };
+        let mut rows: Vec<_> = segments
+            .iter()
+            .map(|g| (g.row, g.row.saturating_add(g.rows)))
+            .collect();
+        let mut caches: Vec<_> = segments
+            .iter()
+            .map(|g| {
+                let at = g.base.saturating_add(g.start);
+                (at, at.saturating_add(g.rows))
+            })
+            .collect();
+        if overlap(&mut rows) || overlap(&mut caches) {
+            return Err("two segments share rows of qkv or of the caches".into());
+        }
+        Ok(())
     }
 }
 
@@ -480,18 +546,22 @@ impl<'a, B> Kernel<'a, B> {
                 input,
                 weight,
                 out,
+                first,
                 m,
                 n,
                 k,
                 format,
+                path,
             } => Kernel::QuantMatmul {
                 input,
                 weight,
                 out,
+                first: *first,
                 m: *m,
                 n: *n,
                 k: *k,
                 format: *format,
+                path: *path,
             },
             Kernel::EmbedRows {
                 ids,
@@ -532,11 +602,13 @@ impl<'a, B> Kernel<'a, B> {
                 k_cache,
                 v_cache,
                 shape,
+                segments,
             } => Kernel::RopeAndStore {
                 qkv,
                 k_cache,
                 v_cache,
                 shape: *shape,
+                segments,
             },
             Kernel::CausalAttention {
                 qkv,
@@ -544,12 +616,14 @@ impl<'a, B> Kernel<'a, B> {
                 v_cache,
                 out,
                 shape,
+                segments,
             } => Kernel::CausalAttention {
                 qkv,
                 k_cache,
                 v_cache,
                 out,
                 shape: *shape,
+                segments,
             },
             Kernel::SwiGlu {
                 gate_up,
@@ -736,19 +810,22 @@ impl<'a, B> Kernel<'a, B> {
                 input,
                 weight,
                 out,
+                first,
                 m,
                 n,
                 k,
                 format,
+                path: _,
             } => {
                 if format.row_bytes(*k).is_none() {
                     return invalid(format!(
                         "k {k} is not a whole number of {format} blocks of {VALUES_PER_BLOCK}"
                     ));
                 }
-                checks.push(("input", len(input), product(&[*m, *k])));
+                let end = first.checked_add(*m);
+                checks.push(("input", len(input), end.and_then(|e| product(&[e, *k]))));
                 checks.push(("weight", len(weight), format.words(*n, *k)));
-                checks.push(("out", len(out), product(&[*m, *n])));
+                checks.push(("out", len(out), end.and_then(|e| product(&[e, *n]))));
             }
             Kernel::EmbedRows {
                 ids,
@@ -792,9 +869,10 @@ impl<'a, B> Kernel<'a, B> {
                 k_cache,
                 v_cache,
                 shape,
+                segments,
             } => {
-                shape.check().or_else(invalid)?;
-                checks.extend(shape.buffer_checks(len(qkv), len(k_cache), len(v_cache)));
+                shape.check(segments).or_else(invalid)?;
+                checks.extend(shape.buffer_checks(segments, len(qkv), len(k_cache), len(v_cache)));
             }
             Kernel::CausalAttention {
                 qkv,
@@ -802,10 +880,14 @@ impl<'a, B> Kernel<'a, B> {
                 v_cache,
                 out,
                 shape,
+                segments,
             } => {
-                shape.check().or_else(invalid)?;
-                checks.extend(shape.buffer_checks(len(qkv), len(k_cache), len(v_cache)));
-                let want = product(&[shape.rows, shape.heads, shape.head_dim]);
+                shape.check(segments).or_else(invalid)?;
+                checks.extend(shape.buffer_checks(segments, len(qkv), len(k_cache), len(v_cache)));
+                let rows = segments.iter().try_fold(0, |most: usize, s| {
+                    Some(most.max(s.row.checked_add(s.rows)?))
+                });
+                let want = rows.and_then(|r| product(&[r, shape.heads, shape.head_dim]));
                 checks.push(("out", len(out), want));
             }
             Kernel::SwiGlu {

@@ -36,7 +36,7 @@ pub use faulty::{
 };
 #[cfg(feature = "hip")]
 pub use hip::{HipBackend, HipBuffer};
-pub use kernel::{Activation, DecoderShape, Kernel, KernelId};
+pub use kernel::{Activation, CacheSegment, DecoderShape, Kernel, KernelId, QuantPath};
 pub use quant::{f16_to_f32, QuantFormat, VALUES_PER_BLOCK};
 pub use resilient::{RecoveredCall, Resilient};
 pub use traits::{Backend, DeviceInfo, Word};

@@ -17,7 +17,7 @@ use crate::error::Recovery;
 use super::model::{forward, Decoder};
 use super::sampler::sample;
 use super::weights::LlamaWeights;
-use super::{KvCache, LanguageModel, LlmError, SamplingParams, StreamDecoder};
+use super::{KvCache, LanguageModel, LlmError, OutputText, SamplingParams};
 
 /// Prompt tokens per prefill step at most (longer prompts take several).
 pub const PREFILL_CHUNK: usize = 512;
@@ -94,19 +94,6 @@ impl<B: Backend> std::fmt::Debug for Generator<B> {
             .field("backend", &self.backend.info())
             .finish()
     }
-}
-
-/// The longest suffix of `text` that begins some stop string (held back while streaming).
-fn held_back(text: &str, stops: &[String]) -> usize {
-    let mut hold = 0;
-    for stop in stops {
-        for (i, _) in stop.char_indices().skip(1) {
-            if text.ends_with(&stop[..i]) {
-                hold = hold.max(i);
-            }
-        }
-    }
-    hold
 }
 
 impl<B: Backend> Generator<B> {
@@ -190,23 +177,31 @@ impl<B: Backend> Generator<B> {
         Ok(context)
     }
 
-    /// The logits of the last of `tokens`, appended to `cache` in chunks.
+    /// The logits of the last of `tokens` (the first `prompt` of them the prompt's), appended
+    /// to `cache` in chunks.
     fn prefill(
         &self,
         cache: &mut KvCache<B::Buffer>,
         tokens: &[u32],
+        prompt: usize,
     ) -> Result<Vec<f32>, B::Error> {
         let mut logits = Vec::new();
-        let chunks = tokens.chunks(PREFILL_CHUNK);
-        let count = chunks.len();
-        for (i, chunk) in chunks.enumerate() {
-            let rows: &[usize] = if i + 1 == count {
-                &[chunk.len() - 1]
+        let count = tokens.len().div_ceil(PREFILL_CHUNK);
+        for (i, chunk) in tokens.chunks(PREFILL_CHUNK).enumerate() {
+            let rows = if i + 1 == count {
+                vec![chunk.len() - 1]
             } else {
-                &[]
+                Vec::new()
             };
-            let rows: Vec<usize> = rows.to_vec();
-            logits = forward(&self.backend, self.decoder(), cache, chunk, &rows)?;
+            let prompt_rows = prompt.saturating_sub(i * PREFILL_CHUNK).min(chunk.len());
+            logits = forward(
+                &self.backend,
+                self.decoder(),
+                cache,
+                chunk,
+                prompt_rows,
+                &rows,
+            )?;
         }
         Ok(logits)
     }
@@ -216,7 +211,7 @@ impl<B: Backend> Generator<B> {
         let config = self.model.config();
         let mut cache = KvCache::new(&self.backend, config, prompt_ids.len().max(1))
             .map_err(LlmError::device)?;
-        self.prefill(&mut cache, prompt_ids)
+        self.prefill(&mut cache, prompt_ids, prompt_ids.len())
             .map_err(LlmError::device)
     }
 
@@ -226,12 +221,15 @@ impl<B: Backend> Generator<B> {
         &mut self,
         capacity: usize,
         tokens: &[u32],
+        prompt: usize,
     ) -> Result<(KvCache<B::Buffer>, Vec<f32>), LlmError> {
         self.backend.reset().map_err(LlmError::device)?;
         self.weights = upload(&self.model, &self.backend)?;
         let mut cache =
             KvCache::new(&self.backend, self.model.config(), capacity).map_err(LlmError::device)?;
-        let logits = self.prefill(&mut cache, tokens).map_err(LlmError::device)?;
+        let logits = self
+            .prefill(&mut cache, tokens, prompt)
+            .map_err(LlmError::device)?;
         Ok((cache, logits))
     }
 
@@ -254,23 +252,22 @@ impl<B: Backend> Generator<B> {
         let mut generated: Vec<u32> = Vec::with_capacity(request.max_tokens);
         let model = Arc::clone(&self.model);
         let tokenizer = model.tokenizer();
-        let mut decoder = StreamDecoder::new(tokenizer);
-        let mut text = String::new();
-        let mut emitted = 0;
+        let mut text = OutputText::new(tokenizer, &request.stop);
         let mut first_token = None;
-        let mut stopped_by_text = false;
         let finish_reason = loop {
             let step = match (&mut cache, pending) {
                 (None, _) => KvCache::new(&self.backend, model.config(), capacity)
                     .and_then(|mut c| {
-                        let l = self.prefill(&mut c, prompt)?;
+                        let l = self.prefill(&mut c, prompt, prompt.len())?;
                         Ok((c, l))
                     })
                     .map(|(c, l)| {
                         cache = Some(c);
                         l
                     }),
-                (Some(c), Some(token)) => forward(&self.backend, self.decoder(), c, &[token], &[0]),
+                (Some(c), Some(token)) => {
+                    forward(&self.backend, self.decoder(), c, &[token], 0, &[0])
+                }
                 (Some(_), None) => Ok(std::mem::take(&mut logits)),
             };
             match step {
@@ -283,7 +280,7 @@ impl<B: Backend> Generator<B> {
                     recoveries += 1;
                     tracing::warn!(recoveries, "generation step failed, replaying: {error}");
                     drop(cache.take()); // its memory goes back before the new cache's
-                    let (c, l) = self.recover(capacity, &history)?;
+                    let (c, l) = self.recover(capacity, &history, prompt.len())?;
                     cache = Some(c);
                     logits = l;
                 }
@@ -300,42 +297,27 @@ impl<B: Backend> Generator<B> {
             if !request.ignore_stop_tokens && model.stop_ids().contains(&token) {
                 break FinishReason::Stop;
             }
-            text.push_str(&decoder.push(token).map_err(LlmError::from)?);
-            if let Some(at) = request
-                .stop
-                .iter()
-                .filter_map(|s| {
-                    text[emitted.min(text.len())..]
-                        .find(s.as_str())
-                        .map(|i| i + emitted)
-                })
-                .min()
-            {
-                text.truncate(at);
-                stopped_by_text = true;
-                break FinishReason::Stop;
+            let (piece, stopped) = text.push(token).map_err(LlmError::from)?;
+            if !piece.is_empty() {
+                on_text(&piece);
             }
-            let safe = text.len() - held_back(&text, &request.stop);
-            if safe > emitted {
-                on_text(&text[emitted..safe]);
-                emitted = safe;
+            if stopped {
+                break FinishReason::Stop;
             }
             if generated.len() >= request.max_tokens || history.len() >= context {
                 break FinishReason::Length;
             }
             pending = Some(token);
         };
-        if !stopped_by_text {
-            text.push_str(&decoder.finish().map_err(LlmError::from)?);
-        }
-        if text.len() > emitted {
-            on_text(&text[emitted..]);
+        let rest = text.finish().map_err(LlmError::from)?;
+        if !rest.is_empty() {
+            on_text(&rest);
         }
         let first = first_token.unwrap_or_else(Instant::now);
         Ok(Generated {
             prompt_ids: prompt.clone(),
             generated_ids: generated,
-            text,
+            text: text.text().to_string(),
             finish_reason,
             time_to_first_token: first - started,
             decode_time: first.elapsed(),

@@ -1,7 +1,9 @@
-//! `KvCache`: one sequence's keys and values, every layer, in backend buffers from the caching
-//! allocator — sized for the sequence's whole context when it starts, given back when it drops.
-//! It holds nothing the host does not also have: the prompt and the tokens generated so far
-//! rebuild it on a fresh context (a prefill of them), which is how generation survives a reset.
+//! `KvCache`: keys and values of every layer in backend buffers from the caching allocator,
+//! `rows` token positions of them, and [`KvSlot`]: one sequence's range of those rows. A single
+//! generation owns a whole cache; the generation engine gives each running sequence a slot of
+//! one shared cache. It holds nothing the host does not also have: the prompt and the tokens
+//! generated so far rebuild it on a fresh context (a prefill of them), which is how generation
+//! survives a reset.
 
 use crate::backend::Backend;
 
@@ -9,37 +11,47 @@ use super::LlamaConfig;
 
 #[derive(Debug)]
 pub struct KvCache<Buf> {
-    /// Per layer: K, then V, each `[capacity × kv_heads·head_dim]`.
+    /// Per layer: K, then V, each `[rows × kv_heads·head_dim]`.
     pub(super) layers: Vec<(Buf, Buf)>,
-    capacity: usize,
+    rows: usize,
+    /// Tokens held when the cache is one sequence's ([`super::forward`]).
     len: usize,
 }
 
+/// One sequence's rows of a cache: positions `0..capacity` at rows `base..base + capacity`,
+/// `len` of them written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KvSlot {
+    pub base: usize,
+    pub capacity: usize,
+    pub len: usize,
+}
+
 impl<Buf> KvCache<Buf> {
-    /// Room for `capacity` tokens on `backend`.
+    /// Room for `rows` token positions on `backend`.
     pub fn new<B: Backend<Buffer = Buf>>(
         backend: &B,
         config: &LlamaConfig,
-        capacity: usize,
+        rows: usize,
     ) -> Result<KvCache<Buf>, B::Error> {
-        let words = capacity * config.kv_width();
+        let words = rows.max(1) * config.kv_width();
         let mut layers = Vec::with_capacity(config.layers);
         for _ in 0..config.layers {
             layers.push((backend.allocate(words)?, backend.allocate(words)?));
         }
         Ok(KvCache {
             layers,
-            capacity,
+            rows,
             len: 0,
         })
     }
 
-    /// Tokens the cache can hold.
+    /// Token positions the cache can hold.
     pub fn capacity(&self) -> usize {
-        self.capacity
+        self.rows
     }
 
-    /// Tokens it holds (the position of the next one).
+    /// Tokens it holds as one sequence's cache (the position of the next one).
     pub fn len(&self) -> usize {
         self.len
     }
@@ -48,7 +60,16 @@ impl<Buf> KvCache<Buf> {
         self.len == 0
     }
 
-    /// Records that `tokens` more positions were written.
+    /// The whole cache as one sequence's slot.
+    pub(super) fn whole(&self) -> KvSlot {
+        KvSlot {
+            base: 0,
+            capacity: self.rows,
+            len: self.len,
+        }
+    }
+
+    /// Records that `tokens` more positions of the one sequence were written.
     pub(super) fn advance(&mut self, tokens: usize) {
         self.len += tokens;
     }

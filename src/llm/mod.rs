@@ -9,6 +9,7 @@ mod error;
 mod generate;
 mod kv_cache;
 mod model;
+mod output_text;
 mod sampler;
 mod stream_decoder;
 mod tokenizer;
@@ -20,8 +21,9 @@ pub use error::LlmError;
 pub use generate::{
     FinishReason, GenerateRequest, Generated, Generator, MAX_RECOVERIES, PREFILL_CHUNK,
 };
-pub use kv_cache::KvCache;
-pub use model::{forward, Decoder, LanguageModel};
+pub use kv_cache::{KvCache, KvSlot};
+pub use model::{forward, forward_batch, Decoder, Feed, LanguageModel};
+pub use output_text::OutputText;
 pub use sampler::{argmax, sample, SamplingParams};
 pub use stream_decoder::StreamDecoder;
 pub use tokenizer::{GgufTokenizer, TokenizerError};

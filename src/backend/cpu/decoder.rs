@@ -1,13 +1,11 @@
 //! The CPU kernels of a llama-family decoder besides its matrix products: token embedding rows,
 //! RMSNorm with the residual sum fused, rotary embedding with the KV-cache write, causal
-//! attention over the cache with grouped KV heads, and SwiGLU.
+//! attention over the caches with grouped KV heads (any number of sequences in one launch),
+//! and SwiGLU.
 
-use crate::backend::kernel::DecoderShape;
+use crate::backend::kernel::{CacheSegment, DecoderShape};
 use crate::backend::quant::QuantFormat;
 
-use faer::{MatMut, MatRef};
-
-use super::gemm::gemm_strided;
 use super::math::{exp, sum, sum_squared_deviation, with_simd};
 use super::spread::Spread;
 
@@ -94,12 +92,14 @@ fn angles(position: usize, frequencies: &[f64]) -> (Vec<f32>, Vec<f32>) {
         .unzip()
 }
 
-/// Rotary embedding on Q and K of each row of the fused `qkv`, then K and V into the caches.
+/// Rotary embedding on Q and K of each segment's rows of the fused `qkv`, then K and V into
+/// the caches at the rows of their positions.
 pub fn rope_and_store(
     qkv: &mut [f32],
     k_cache: &mut [f32],
     v_cache: &mut [f32],
     shape: DecoderShape,
+    segments: &[CacheSegment],
 ) {
     let (Some(width), Some(kv_width)) = (shape.qkv_width(), shape.kv_width()) else {
         return;
@@ -107,63 +107,64 @@ pub fn rope_and_store(
     let hd = shape.head_dim;
     let q_width = shape.heads * hd;
     let frequencies = frequencies(&shape);
-    for (r, row) in qkv.chunks_exact_mut(width).take(shape.rows).enumerate() {
-        let position = shape.start + r;
-        let (cos, sin) = angles(position, &frequencies);
-        for head in row[..q_width + kv_width].chunks_exact_mut(hd) {
-            rotate(&mut head[..shape.rope_dims], &cos, &sin);
+    for segment in segments {
+        let rows = &mut qkv[segment.row * width..][..segment.rows * width];
+        for (r, row) in rows.chunks_exact_mut(width).enumerate() {
+            let position = segment.start + r;
+            let (cos, sin) = angles(position, &frequencies);
+            for head in row[..q_width + kv_width].chunks_exact_mut(hd) {
+                rotate(&mut head[..shape.rope_dims], &cos, &sin);
+            }
+            let at = (segment.base + position) * kv_width;
+            k_cache[at..at + kv_width].copy_from_slice(&row[q_width..q_width + kv_width]);
+            v_cache[at..at + kv_width].copy_from_slice(&row[q_width + kv_width..][..kv_width]);
         }
-        let at = position * kv_width;
-        k_cache[at..at + kv_width].copy_from_slice(&row[q_width..q_width + kv_width]);
-        v_cache[at..at + kv_width].copy_from_slice(&row[q_width + kv_width..][..kv_width]);
     }
 }
 
-/// Rows from which a head's attention runs as two GEMMs (faer) instead of a dot product per
-/// key: a prompt's prefill.
-const GEMM_MIN_ROWS: usize = 8;
-
-/// Causal attention over the caches: `out[r, h] = softmax(q·Kᵀ/√d) · V` over cache rows
-/// `0..=start + r`, query head `h` reading KV head `h / (heads / kv_heads)`. Heads are spread
-/// over the pool (a decoding step has one row, nine heads).
+/// Causal attention over the caches, per segment: `out[r, h] = softmax(q·Kᵀ/√d) · V` over
+/// its sequence's cache rows of positions `0..=start + r`, query head `h` reading KV head
+/// `h / (heads / kv_heads)`. A dot product per (row, key), so each row's result depends on
+/// that row and the cache alone (a row gives the same bits in a prompt, a decoding step or a
+/// batch of sequences). (segment, head) pairs are spread over the pool.
 pub fn causal_attention(
     qkv: &[f32],
     k_cache: &[f32],
     v_cache: &[f32],
     out: &mut [f32],
     shape: DecoderShape,
+    segments: &[CacheSegment],
     spread: Spread,
 ) {
     let (Some(width), Some(kv_width)) = (shape.qkv_width(), shape.kv_width()) else {
         return;
     };
-    let (hd, heads, rows) = (shape.head_dim, shape.heads, shape.rows);
-    let heads_per_task = if spread == Spread::Pool { 1 } else { heads };
-    let outputs = spread.map(heads, heads_per_task, |h| {
-        let head = Head {
-            qkv,
+    let (hd, heads) = (shape.head_dim, shape.heads);
+    let tasks = segments.len() * heads;
+    let outputs = spread.map(tasks, 1, |task| {
+        let (segment, h) = (&segments[task / heads], task % heads);
+        let cache = segment.base * kv_width..(segment.base + segment.capacity) * kv_width;
+        Head {
+            qkv: &qkv[segment.row * width..][..segment.rows * width],
             width,
-            k_cache,
-            v_cache,
+            k_cache: &k_cache[cache.clone()],
+            v_cache: &v_cache[cache],
             kv_width,
             h,
             shape,
-        };
-        if rows >= GEMM_MIN_ROWS {
-            head.by_gemm()
-        } else {
-            head.by_dots()
+            segment: *segment,
         }
+        .by_dots()
     });
-    let out = &mut out[..rows * heads * hd];
-    for (h, values) in outputs.into_iter().enumerate() {
+    for (task, values) in outputs.into_iter().enumerate() {
+        let (segment, h) = (&segments[task / heads], task % heads);
         for (r, row) in values.chunks_exact(hd).enumerate() {
-            out[(r * heads + h) * hd..][..hd].copy_from_slice(row);
+            out[((segment.row + r) * heads + h) * hd..][..hd].copy_from_slice(row);
         }
     }
 }
 
-/// One query head of a step's rows.
+/// One query head of one segment's rows.
 struct Head<'a> {
     qkv: &'a [f32],
     width: usize,
@@ -172,6 +173,7 @@ struct Head<'a> {
     kv_width: usize,
     h: usize,
     shape: DecoderShape,
+    segment: CacheSegment,
 }
 
 impl Head<'_> {
@@ -180,13 +182,10 @@ impl Head<'_> {
         self.h / (self.shape.heads / self.shape.kv_heads) * self.shape.head_dim
     }
 
-    fn scale(&self) -> f32 {
-        1.0 / (self.shape.head_dim as f32).sqrt()
-    }
-
     /// `rows × head_dim` values, a dot product per (row, key).
     fn by_dots(&self) -> Vec<f32> {
-        let (hd, rows) = (self.shape.head_dim, self.shape.rows);
+        let (hd, rows) = (self.shape.head_dim, self.segment.rows);
+        let scale = 1.0 / (hd as f32).sqrt();
         let mut values = vec![0.0f32; rows * hd];
         for (r, out) in values.chunks_exact_mut(hd).enumerate() {
             with_simd(AttendOne {
@@ -195,74 +194,12 @@ impl Head<'_> {
                 v_cache: self.v_cache,
                 kv_width: self.kv_width,
                 kv: self.kv(),
-                keys: self.shape.start + r + 1,
-                scale: self.scale(),
+                keys: self.segment.start + r + 1,
+                scale,
                 out,
             })
         }
         values
-    }
-
-    /// `rows × head_dim` values: scores = Q·Kᵀ, the causal softmax, then P·V.
-    fn by_gemm(&self) -> Vec<f32> {
-        let DecoderShape {
-            rows,
-            start,
-            head_dim: hd,
-            ..
-        } = self.shape;
-        let keys = start + rows;
-        let kv = self.kv();
-        let k =
-            MatRef::from_row_major_slice_with_stride(&self.k_cache[kv..], keys, hd, self.kv_width);
-        let v =
-            MatRef::from_row_major_slice_with_stride(&self.v_cache[kv..], keys, hd, self.kv_width);
-        let mut scores = vec![0.0f32; rows * keys];
-        gemm_strided(
-            &self.qkv[self.h * hd..],
-            self.width,
-            k.transpose(),
-            MatMut::from_row_major_slice_mut(&mut scores, rows, keys),
-            rows,
-            hd,
-            self.scale(),
-        );
-        with_simd(CausalSoftmax {
-            scores: &mut scores,
-            keys,
-            start,
-        });
-        let mut values = vec![0.0f32; rows * hd];
-        faer::linalg::matmul::matmul(
-            MatMut::from_row_major_slice_mut(&mut values, rows, hd),
-            faer::Accum::Replace,
-            MatRef::from_row_major_slice(&scores, rows, keys),
-            v,
-            1.0f32,
-            faer::Par::Seq,
-        );
-        values
-    }
-}
-
-/// Row `r` of `scores` (`keys` wide) softmaxed over its first `start + r + 1` keys, the rest
-/// zero.
-struct CausalSoftmax<'a> {
-    scores: &'a mut [f32],
-    keys: usize,
-    start: usize,
-}
-
-impl pulp::WithSimd for CausalSoftmax<'_> {
-    type Output = ();
-
-    #[inline(always)]
-    fn with_simd<S: pulp::Simd>(self, _: S) {
-        for (r, row) in self.scores.chunks_exact_mut(self.keys).enumerate() {
-            let (seen, future) = row.split_at_mut(self.start + r + 1);
-            future.fill(0.0);
-            softmax(seen);
-        }
     }
 }
 

@@ -337,15 +337,18 @@ impl CpuBackend {
                 input,
                 weight,
                 out,
+                first,
                 m,
                 n,
                 k,
                 format,
+                path,
             } => {
-                let (input, weight, out) = (input.as_f32(), weight.as_bytes(), out.as_f32_mut());
+                let input = &input.as_f32()[first * k..];
+                let (weight, out) = (weight.as_bytes(), &mut out.as_f32_mut()[first * n..]);
                 let macs = m.saturating_mul(n).saturating_mul(k);
                 let mut product = |threads| {
-                    quant_matmul::quant_matmul(input, weight, out, (m, n, k), format, threads)
+                    quant_matmul::quant_matmul(input, weight, out, (m, n, k), format, path, threads)
                 };
                 if threads > 1 && macs >= gemm::PARALLEL_MIN_MACS / 4 {
                     self.pool.install(|| product(threads));
@@ -397,11 +400,13 @@ impl CpuBackend {
                 k_cache,
                 v_cache,
                 shape,
+                segments,
             } => decoder::rope_and_store(
                 qkv.as_f32_mut(),
                 k_cache.as_f32_mut(),
                 v_cache.as_f32_mut(),
                 shape,
+                segments,
             ),
             Kernel::CausalAttention {
                 qkv,
@@ -409,14 +414,17 @@ impl CpuBackend {
                 v_cache,
                 out,
                 shape,
+                segments,
             } => {
-                let keys = shape.start + shape.rows;
-                let work =
-                    shape.rows * shape.heads * keys * shape.head_dim * 2 / ATTENTION_MACS_PER_VALUE;
+                let work: usize = segments
+                    .iter()
+                    .map(|s| s.rows * (s.start + s.rows) * shape.heads * shape.head_dim * 2)
+                    .sum::<usize>()
+                    / ATTENTION_MACS_PER_VALUE;
                 let (qkv, k_cache, v_cache) = (qkv.as_f32(), k_cache.as_f32(), v_cache.as_f32());
                 let out = out.as_f32_mut();
                 self.spread(work, |spread| {
-                    decoder::causal_attention(qkv, k_cache, v_cache, out, shape, spread)
+                    decoder::causal_attention(qkv, k_cache, v_cache, out, shape, segments, spread)
                 });
             }
             Kernel::SwiGlu {

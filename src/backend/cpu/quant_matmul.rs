@@ -11,6 +11,7 @@ use faer::linalg::matmul::matmul;
 use faer::{Accum, MatMut, MatRef, Par};
 use rayon::prelude::*;
 
+use crate::backend::kernel::QuantPath;
 use crate::backend::quant::{QuantFormat, VALUES_PER_BLOCK};
 
 use super::few_rows::FEW_ROWS;
@@ -26,13 +27,15 @@ const WEIGHT_ROWS_PER_TASK: usize = 32;
 /// Lanes of the block accumulators (one AVX-512 register, two AVX2 ones).
 const LANES: usize = VALUES_PER_BLOCK / 2;
 
-/// `out[m×n] = input[m×k] · W[n×k]ᵀ`, `W` as `format`'s blocks in `weight` (checked shapes).
+/// `out[m×n] = input[m×k] · W[n×k]ᵀ`, `W` as `format`'s blocks in `weight` (checked shapes),
+/// by `path` (`Auto`: fused below [`FEW_ROWS`] rows, widened from there).
 pub fn quant_matmul(
     input: &[f32],
     weight: &[u8],
     out: &mut [f32],
     (m, n, k): (usize, usize, usize),
     format: QuantFormat,
+    path: QuantPath,
     threads: usize,
 ) {
     let Some(row_bytes) = format.row_bytes(k) else {
@@ -47,7 +50,23 @@ pub fn quant_matmul(
         return;
     }
     let parallel = threads > 1;
-    if m >= FEW_ROWS {
+    let widened = match path {
+        QuantPath::Auto => m >= FEW_ROWS,
+        QuantPath::Fused => false,
+        QuantPath::Widened => true,
+    };
+    if widened && m == 1 {
+        // faer multiplies a single row by a matrix-vector kernel that rounds differently from
+        // its GEMM: as a row of two (the second zero), the row gets the bits it gets in any
+        // other batch.
+        let mut pair = input.to_vec();
+        pair.resize(2 * k, 0.0);
+        let mut both = vec![0.0f32; 2 * n];
+        quant_matmul(&pair, weight, &mut both, (2, n, k), format, path, threads);
+        out.copy_from_slice(&both[..n]);
+        return;
+    }
+    if widened {
         // The weight widened DENSE_ROWS rows at a time (a piece that stays in cache for faer's
         // product, and a bounded buffer), each piece's product written into its columns of out.
         let mut dense = vec![0.0f32; DENSE_ROWS.min(n) * k];
