@@ -6,7 +6,9 @@
 //! and Prometheus metrics; [`backend`] runs kernels (CPU, HIP, fault injection); [`model`] is the
 //! BERT encoder as backend ops; [`gguf`] reads llama.cpp's model files; [`step`] is the contract of a step (one batch through the model,
 //! replayable from the host); [`isolation`] runs steps in a supervised worker process; [`engine`]
-//! batches requests into steps, replays failed ones and heals itself; [`server`] is the HTTP API.
+//! batches requests into steps, replays failed ones and heals itself; [`llm`] is the llama-family
+//! decoder from GGUF; [`generation`] serves it to many clients at once (continuous batching,
+//! token-exact recovery); [`server`] is the HTTP API.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_debug_implementations)]
@@ -15,6 +17,7 @@ pub mod backend;
 pub mod chaos;
 pub mod engine;
 pub mod error;
+pub mod generation;
 pub mod gguf;
 pub mod isolation;
 pub mod llm;

@@ -364,7 +364,8 @@ impl<B: Backend<Error = HipError>> FaultyBackend<B> {
     /// Whether this launch embeds the poisoned token (read back from the device buffer).
     fn hits_poison(&self, kernel: &Kernel<'_, B::Buffer>) -> Option<FaultAction> {
         let (token, action) = self.injector.lock().poison?;
-        let Kernel::Embed { ids, tokens, .. } = kernel else {
+        let (Kernel::Embed { ids, tokens, .. } | Kernel::EmbedRows { ids, tokens, .. }) = kernel
+        else {
             return None;
         };
         let mut host = vec![0u32; *tokens];

@@ -122,59 +122,9 @@ impl<B: Backend> Generator<B> {
         &self.backend
     }
 
-    /// The context a request may use.
-    fn context(&self, request: &GenerateRequest) -> Result<usize, LlmError> {
-        let model = self.model.config().context_length;
-        match request.context_length {
-            None => Ok(model),
-            Some(0) => Err(LlmError::argument("context_length", "must be at least 1")),
-            Some(c) if c > model => Err(LlmError::argument(
-                "context_length",
-                format!("{c} is past the model's context of {model} tokens"),
-            )),
-            Some(c) => Ok(c),
-        }
-    }
-
     /// Checks `request` against the model: a bad one is an error naming the argument.
     pub fn validate(&self, request: &GenerateRequest) -> Result<usize, LlmError> {
-        request.sampling.validate()?;
-        let context = self.context(request)?;
-        if request.max_tokens == 0 {
-            return Err(LlmError::argument("max_tokens", "must be at least 1"));
-        }
-        if request.max_tokens > context {
-            return Err(LlmError::argument(
-                "max_tokens",
-                format!(
-                    "{} is past the context of {context} tokens",
-                    request.max_tokens
-                ),
-            ));
-        }
-        if request.prompt_ids.is_empty() {
-            return Err(LlmError::argument("prompt", "is empty"));
-        }
-        if request.prompt_ids.len() >= context {
-            return Err(LlmError::argument(
-                "prompt",
-                format!(
-                    "{} tokens leave no room to generate in the context of {context}",
-                    request.prompt_ids.len()
-                ),
-            ));
-        }
-        let vocab = self.model.config().vocab;
-        if let Some(bad) = request.prompt_ids.iter().find(|&&id| id as usize >= vocab) {
-            return Err(LlmError::argument(
-                "prompt",
-                format!("token id {bad} is outside the vocabulary of {vocab}"),
-            ));
-        }
-        if request.stop.iter().any(String::is_empty) {
-            return Err(LlmError::argument("stop", "an empty stop string"));
-        }
-        Ok(context)
+        validate_request(&self.model, request)
     }
 
     /// The logits of the last of `tokens` (the first `prompt` of them the prompt's), appended
@@ -345,4 +295,63 @@ fn upload<B: Backend>(
             }
         }
     }
+}
+
+/// The context a request may use.
+fn context_of(model: &LanguageModel, request: &GenerateRequest) -> Result<usize, LlmError> {
+    let model = model.config().context_length;
+    match request.context_length {
+        None => Ok(model),
+        Some(0) => Err(LlmError::argument("context_length", "must be at least 1")),
+        Some(c) if c > model => Err(LlmError::argument(
+            "context_length",
+            format!("{c} is past the model's context of {model} tokens"),
+        )),
+        Some(c) => Ok(c),
+    }
+}
+
+/// Checks `request` against `model`: a bad one is an error naming the argument. Returns the
+/// context the request may use.
+pub fn validate_request(
+    model: &LanguageModel,
+    request: &GenerateRequest,
+) -> Result<usize, LlmError> {
+    request.sampling.validate()?;
+    let context = context_of(model, request)?;
+    if request.max_tokens == 0 {
+        return Err(LlmError::argument("max_tokens", "must be at least 1"));
+    }
+    if request.max_tokens > context {
+        return Err(LlmError::argument(
+            "max_tokens",
+            format!(
+                "{} is past the context of {context} tokens",
+                request.max_tokens
+            ),
+        ));
+    }
+    if request.prompt_ids.is_empty() {
+        return Err(LlmError::argument("prompt", "is empty"));
+    }
+    if request.prompt_ids.len() >= context {
+        return Err(LlmError::argument(
+            "prompt",
+            format!(
+                "{} tokens leave no room to generate in the context of {context}",
+                request.prompt_ids.len()
+            ),
+        ));
+    }
+    let vocab = model.config().vocab;
+    if let Some(bad) = request.prompt_ids.iter().find(|&&id| id as usize >= vocab) {
+        return Err(LlmError::argument(
+            "prompt",
+            format!("token id {bad} is outside the vocabulary of {vocab}"),
+        ));
+    }
+    if request.stop.iter().any(String::is_empty) {
+        return Err(LlmError::argument("stop", "an empty stop string"));
+    }
+    Ok(context)
 }

@@ -19,7 +19,8 @@ pub use chat_template::{ChatMessage, ChatTemplate};
 pub use config::{LlamaConfig, SUPPORTED_ARCHITECTURES};
 pub use error::LlmError;
 pub use generate::{
-    FinishReason, GenerateRequest, Generated, Generator, MAX_RECOVERIES, PREFILL_CHUNK,
+    validate_request, FinishReason, GenerateRequest, Generated, Generator, MAX_RECOVERIES,
+    PREFILL_CHUNK,
 };
 pub use kv_cache::{KvCache, KvSlot};
 pub use model::{forward, forward_batch, Decoder, Feed, LanguageModel};

@@ -80,7 +80,9 @@ impl<B: Backend<Error = HipError>> InProcess<B> {
 
 /// Resets `backend`; a reset answered with a Reset-class (sticky) code means the context is lost
 /// for this process ([`FailureScope::Process`]).
-fn reset<B: Backend<Error = HipError>>(backend: &Resilient<B>) -> Result<(), StepFailure> {
+pub(crate) fn reset<B: Backend<Error = HipError>>(
+    backend: &Resilient<B>,
+) -> Result<(), StepFailure> {
     backend.reset().map_err(|e| {
         let mut failure =
             StepFailure::from_model_error(&ModelError::device(e), &backend.take_recovered());

@@ -10,6 +10,7 @@ mod report;
 mod spec;
 
 pub use contract::{FailureScope, RunnerFactory, StepFailure, StepOutput, StepRunner};
+pub(crate) use in_process::reset as reset_resilient;
 pub use in_process::{probe_kernel, InProcess};
 pub use local::{retry_state, FaultCounter, FaultTotals, LocalRunners};
 pub use report::{RetryRecord, RetryReport, RetryScope};
