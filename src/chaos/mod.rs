@@ -3,9 +3,13 @@
 
 mod campaign;
 mod corpus;
+mod generation;
 
 pub use campaign::{
     fault_plan, percentile, run_campaign, ChaosConfig, ChaosReport, Injected, OOM_CODE, RESET_CODE,
     TOLERANCE, TRANSIENT_CODE,
 };
 pub use corpus::corpus;
+pub use generation::{
+    run_generation_campaign, DeviceErrors, GenerationChaosConfig, GenerationChaosReport,
+};

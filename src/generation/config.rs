@@ -22,8 +22,9 @@ pub struct GenerationConfig {
     /// A sequence whose steps failed this many times in a row is run alone; alone, it fails
     /// after this many failures in a row.
     pub max_step_failures: u32,
-    /// Failed device recoveries in a row before the engine gives up on the device (every live
-    /// sequence fails; the engine keeps trying to come back).
+    /// Tries at recovering the device after a failed step (each a reset and an upload), and
+    /// then at making a new runner, before the engine gives up on the device (every live
+    /// sequence fails; the engine keeps trying to come back, with backoff).
     pub max_recoveries: u32,
 }
 
@@ -37,7 +38,7 @@ impl Default for GenerationConfig {
             default_max_tokens: 256,
             prefill_chunk: 512,
             max_step_failures: 4,
-            max_recoveries: 8,
+            max_recoveries: 32,
         }
     }
 }

@@ -354,3 +354,72 @@ impl GenerationEngine {
         }
     }
 }
+
+/// How [`GenerationEngine::open`] makes its runners: the CPU backend (the language-model
+/// kernels are CPU-only so far), its threads, the retry policy, and faults to inject (tests
+/// and `hipinfer chaos`; each runner made gets its own seed).
+#[derive(Debug, Clone, Default)]
+pub struct LocalOptions {
+    pub threads: Option<usize>,
+    pub retry: crate::retry::RetryConfig,
+    pub faults: Option<crate::backend::FaultPlan>,
+    /// Seeds the retry jitter.
+    pub seed: Option<u64>,
+}
+
+impl GenerationEngine {
+    /// Opens the GGUF at `path` and serves it on the CPU backend, the retry layer's metrics
+    /// and the engine's in `registry`.
+    pub fn open(
+        path: impl AsRef<std::path::Path>,
+        config: GenerationConfig,
+        options: LocalOptions,
+        registry: Registry,
+    ) -> Result<GenerationEngine, GenerationError> {
+        let model =
+            LanguageModel::open(path.as_ref()).map_err(|e| GenerationError::Validation {
+                field: "model",
+                message: e.to_string(),
+            })?;
+        let model = Arc::new(model);
+        let policy = Arc::new(RetryPolicy::new(options.retry.clone()).map_err(|e| {
+            GenerationError::Validation {
+                field: "retry",
+                message: e.to_string(),
+            }
+        })?);
+        let mut state = RetryState::builder().registry(registry.clone());
+        if let Some(seed) = options.seed {
+            state = state.seed(seed);
+        }
+        let state = state.build().map_err(|e| GenerationError::Unhealthy {
+            reason: format!("the retry layer: {e}"),
+        })?;
+        let threads = options
+            .threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        let made = Arc::new(AtomicU64::new(0));
+        let faults = options.faults.clone();
+        let open_model = model.clone();
+        Self::start(model, config, registry, move |rows| {
+            local_runners(
+                open_model,
+                move || {
+                    let cpu = crate::backend::CpuBackend::with_threads(threads)?;
+                    let n = made.fetch_add(1, Ordering::Relaxed);
+                    Ok(match &faults {
+                        None => crate::backend::FaultyBackend::passthrough(cpu),
+                        Some(plan) => {
+                            let mut plan = plan.clone();
+                            plan.seed = plan.seed.wrapping_add(n.wrapping_mul(0x9e37_79b9));
+                            crate::backend::FaultyBackend::new(cpu, plan)
+                        }
+                    })
+                },
+                policy,
+                state,
+                rows,
+            )
+        })
+    }
+}

@@ -24,7 +24,7 @@ mod scheduler;
 mod slots;
 
 pub use config::GenerationConfig;
-pub use engine::{local_runners, GenerationEngine, GenerationHealth};
+pub use engine::{local_runners, GenerationEngine, GenerationHealth, LocalOptions};
 pub use metrics::GenerationMetrics;
 pub use request::{Finished, GenerationError, GenerationEvent, GenerationReport, GenerationStream};
 pub use runner::{DecodeRunner, LocalDecoder, RunnerMaker, StepLogits};

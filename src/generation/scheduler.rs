@@ -108,8 +108,8 @@ pub(super) struct Scheduler<'t> {
     slots: Slots,
     /// Sequences to run alone, in turn, until each succeeds or fails alone.
     quarantine: VecDeque<u64>,
-    /// Recoveries that failed in a row, and when to try to make a runner again.
-    failed_recoveries: u32,
+    /// Tries at making a runner since the device was lost, and when to try again.
+    heal_attempts: u32,
     heal_at: Option<Instant>,
 }
 
@@ -133,7 +133,7 @@ impl<'t> Scheduler<'t> {
             running: Vec::new(),
             slots: Slots::new(rows),
             quarantine: VecDeque::new(),
-            failed_recoveries: 0,
+            heal_attempts: 0,
             heal_at,
         }
     }
@@ -395,24 +395,43 @@ impl<'t> Scheduler<'t> {
             .unwrap_or_default()
     }
 
-    /// Resets the device (or replaces the runner) and empties every cache.
+    /// Resets the device (or replaces the runner) and empties every cache. A recovery whose
+    /// own calls fault (the upload is hundreds of them) is tried again, up to `max_recoveries`
+    /// times; one that fails for the whole process replaces the runner.
     fn recover(&mut self, failure: StepFailure) {
         let metrics = self.shared.metrics.clone();
-        let recovered = match self.runner.as_mut().map(|r| r.recover()) {
-            Some(Ok(())) => true,
-            Some(Err(again)) => {
-                tracing::warn!(
-                    process = again.context_lost(),
-                    "the device did not come back in place: {}",
-                    again.message
-                );
-                self.replace_runner(&again)
+        let mut recovered = false;
+        let mut last = None;
+        for _ in 0..self.config.max_recoveries {
+            let Some(runner) = self.runner.as_mut() else {
+                break;
+            };
+            match runner.recover() {
+                Ok(()) => {
+                    recovered = true;
+                    break;
+                }
+                Err(again) => {
+                    metrics.recovered(false);
+                    let lost = again.context_lost() || again.class == crate::error::Recovery::Fatal;
+                    last = Some(again);
+                    if lost {
+                        break;
+                    }
+                }
             }
-            None => false,
-        };
-        metrics.recovered(recovered);
+        }
+        if !recovered {
+            let why = last.unwrap_or_else(|| failure.clone());
+            tracing::warn!(
+                process = why.context_lost(),
+                "the device did not come back in place: {}",
+                why.message
+            );
+            recovered = self.replace_runner(&why);
+        }
         if recovered {
-            self.failed_recoveries = 0;
+            metrics.recovered(true);
             for sequence in &mut self.running {
                 if let Some(slot) = sequence.slot.as_mut() {
                     if slot.len > 0 {
@@ -426,33 +445,36 @@ impl<'t> Scheduler<'t> {
             }
             return;
         }
-        self.failed_recoveries += 1;
-        if self.runner.is_none() || self.failed_recoveries >= self.config.max_recoveries {
-            self.lose_device(&format!(
-                "the device could not be recovered: {}",
-                failure.message
-            ));
-        }
+        self.lose_device(&format!(
+            "the device could not be recovered: {}",
+            failure.message
+        ));
     }
 
-    /// A new runner in place of one whose device is gone for this process.
+    /// A new runner in place of one whose device is gone for this process (tried up to
+    /// `max_recoveries` times: making one uploads the weights through the device too).
     fn replace_runner(&mut self, why: &StepFailure) -> bool {
         self.runner = None;
-        match (self.maker)() {
-            Ok(runner) => {
-                self.shared.set_health(true, None, Some(runner.device()));
-                self.runner = Some(runner);
-                true
-            }
-            Err(failure) => {
-                tracing::error!(
-                    "no new runner: {} (after: {})",
-                    failure.message,
-                    why.message
-                );
-                false
+        for _ in 0..self.config.max_recoveries {
+            match (self.maker)() {
+                Ok(runner) => {
+                    self.shared.set_health(true, None, Some(runner.device()));
+                    self.runner = Some(runner);
+                    return true;
+                }
+                Err(failure) => {
+                    tracing::warn!(
+                        "no new runner: {} (after: {})",
+                        failure.message,
+                        why.message
+                    );
+                    if failure.class == crate::error::Recovery::Fatal {
+                        return false;
+                    }
+                }
             }
         }
+        false
     }
 
     /// Nothing can serve: every live sequence fails with `reason`; the engine turns unhealthy
@@ -495,13 +517,13 @@ impl<'t> Scheduler<'t> {
                 self.shared.set_health(true, None, Some(runner.device()));
                 self.runner = Some(runner);
                 self.heal_at = None;
-                self.failed_recoveries = 0;
+                self.heal_attempts = 0;
             }
             Err(failure) => {
                 self.shared
                     .set_health(false, Some(failure.message.clone()), None);
-                let backoff = Duration::from_secs(1 << self.failed_recoveries.min(5));
-                self.failed_recoveries += 1;
+                let backoff = Duration::from_secs(1 << self.heal_attempts.min(5));
+                self.heal_attempts += 1;
                 self.heal_at = Some(Instant::now() + backoff);
                 // Nothing can run: what waits fails now rather than waiting for a device.
                 let ids: Vec<u64> = self.waiting.iter().map(|s| s.id).collect();

@@ -23,6 +23,7 @@ mod auth;
 mod body;
 mod connections;
 mod error;
+pub mod llm;
 mod openai;
 mod ops;
 mod schema;
@@ -81,7 +82,7 @@ impl Default for ServerConfig {
 }
 
 /// After the engine answered everything, how long connections get to write their last answers.
-const LINGER: Duration = Duration::from_secs(5);
+pub(crate) const LINGER: Duration = Duration::from_secs(5);
 
 /// The routes over `engine`.
 pub fn router(engine: InferenceEngine, config: &ServerConfig) -> Router {
@@ -150,7 +151,7 @@ fn routes(state: AppState, config: &ServerConfig) -> OpenApiRouter {
 }
 
 /// The document's title and description (the paths come from the routes).
-fn api_document() -> utoipa::openapi::OpenApi {
+pub(crate) fn api_document() -> utoipa::openapi::OpenApi {
     let mut document = utoipa::openapi::OpenApiBuilder::new()
         .info(
             utoipa::openapi::InfoBuilder::new()

@@ -362,6 +362,23 @@ pub struct ServeArgs {
     /// process exits (keep it under Kubernetes' terminationGracePeriodSeconds).
     #[arg(long, env = "HIPINFER_SHUTDOWN_GRACE", default_value = "30s", value_parser = duration)]
     pub shutdown_grace: Duration,
+    #[command(flatten)]
+    pub generation: GenerationArgs,
+}
+
+/// A language model's serving limits (with `--model FILE.gguf`).
+#[derive(Args, Clone)]
+pub struct GenerationArgs {
+    /// KV-cache token positions all live sequences may reserve together [default: 16 contexts,
+    /// at most 65,536].
+    #[arg(long, env = "HIPINFER_MAX_TOTAL_TOKENS")]
+    pub max_total_tokens: Option<usize>,
+    /// Sequences decoded together at most [default: 32].
+    #[arg(long, env = "HIPINFER_MAX_RUNNING")]
+    pub max_running: Option<usize>,
+    /// `max_tokens` of a request that does not say [default: 256].
+    #[arg(long, env = "HIPINFER_DEFAULT_MAX_TOKENS")]
+    pub default_max_tokens: Option<usize>,
 }
 
 #[derive(Args)]
@@ -398,6 +415,11 @@ pub struct ChaosArgs {
     /// survived by replacing the poisoned worker).
     #[arg(long, env = "HIPINFER_REAL_FAULT_RATE", default_value_t = 0.0)]
     pub real_fault_rate: f64,
+    /// Tokens generated per request (with `--model FILE.gguf`).
+    #[arg(long, env = "HIPINFER_CHAOS_MAX_TOKENS", default_value_t = 32)]
+    pub max_tokens: usize,
+    #[command(flatten)]
+    pub generation: GenerationArgs,
 }
 
 #[derive(Args)]

@@ -5,6 +5,7 @@ mod args;
 mod bench_engine;
 mod chaos;
 mod generate;
+mod generation;
 mod info;
 mod model;
 mod progress;
@@ -40,7 +41,9 @@ fn main() -> ExitCode {
         }
         Command::Bench(args) if args.http || args.engine_only => bench_engine::bench(args),
         Command::Bench(args) => model::bench(args),
+        Command::Serve(args) if generation::is_gguf(&args.common) => generation::serve(args),
         Command::Serve(args) => serve::serve(args),
+        Command::Chaos(args) if generation::is_gguf(&args.common) => generation::chaos(args),
         Command::Chaos(args) => chaos::chaos(args),
         Command::Info(args) => info::info(args),
         Command::Generate(args) => generate::generate(args),

@@ -1,0 +1,167 @@
+//! `serve` and `chaos` with `--model FILE.gguf`: a language model through the generation
+//! engine (the CPU backend: the language-model kernels are CPU-only so far).
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use hipinfer::backend::BackendChoice;
+use hipinfer::chaos::{run_generation_campaign, GenerationChaosConfig};
+use hipinfer::generation::{GenerationConfig, GenerationEngine, LocalOptions};
+use hipinfer::isolation::Isolation;
+use hipinfer::retry::RetryConfig;
+use hipinfer::server::{self, ConnectionLimits, ServerConfig};
+use prometheus::Registry;
+
+use crate::args::{ChaosArgs, Common, EngineArgs, GenerationArgs, ServeArgs};
+use crate::progress::Progress;
+use crate::Failure;
+
+/// Whether `--model` names a GGUF file (a language model) rather than a model folder.
+pub fn is_gguf(common: &Common) -> bool {
+    common.model.as_deref().is_some_and(|path: &Path| {
+        path.is_file()
+            || path
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
+    })
+}
+
+/// What the flags set of the generation engine, and the refusals of what it cannot do yet.
+fn config(
+    common: &Common,
+    engine: &EngineArgs,
+    args: &GenerationArgs,
+) -> Result<GenerationConfig, Failure> {
+    if matches!(
+        common.backend,
+        Some(BackendChoice::Hip | BackendChoice::Cuda)
+    ) {
+        return Err(
+            "a language model runs on --backend cpu for now (its GPU kernels are not \
+                    written yet)"
+                .into(),
+        );
+    }
+    if engine.isolation == Some(Isolation::Subprocess) {
+        return Err(
+            "--isolation subprocess is not available for language models yet: their \
+                    generations recover in this process (reset and re-prefill)"
+                .into(),
+        );
+    }
+    let defaults = GenerationConfig::default();
+    let config = GenerationConfig {
+        max_total_tokens: args.max_total_tokens,
+        max_running: args.max_running.unwrap_or(defaults.max_running),
+        default_max_tokens: args
+            .default_max_tokens
+            .unwrap_or(defaults.default_max_tokens),
+        max_input_length: engine.max_input_length,
+        ..defaults
+    };
+    config.validate()?;
+    Ok(config)
+}
+
+fn open(
+    common: &Common,
+    config: GenerationConfig,
+    registry: &Registry,
+) -> Result<GenerationEngine, Failure> {
+    let path = common.model.clone().unwrap_or_default();
+    let options = LocalOptions {
+        threads: common.threads,
+        retry: RetryConfig::from_env()?,
+        faults: None,
+        seed: None,
+    };
+    Ok(GenerationEngine::open(
+        &path,
+        config,
+        options,
+        registry.clone(),
+    )?)
+}
+
+pub fn serve(args: ServeArgs) -> Result<ExitCode, Failure> {
+    let config = config(&args.common, &args.engine, &args.generation)?;
+    let engine = open(&args.common, config, &Registry::new())?;
+    let server_config = ServerConfig {
+        host: args.host,
+        port: args.port,
+        api_key: args.api_key.filter(|k| !k.is_empty()),
+        payload_limit: args.payload_limit,
+        auto_truncate: args.auto_truncate,
+        connections: ConnectionLimits {
+            header_timeout: args.header_timeout,
+            body_timeout: args.body_timeout,
+            idle_timeout: args.idle_timeout,
+            max_connections: args
+                .max_connections
+                .unwrap_or_else(server::default_max_connections),
+            ..ConnectionLimits::default()
+        },
+        shutdown_grace: args.shutdown_grace,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let address = (server_config.host.as_str(), server_config.port);
+        let listener = tokio::net::TcpListener::bind(address).await.map_err(|e| {
+            format!(
+                "could not listen on {}:{}: {e}",
+                server_config.host, server_config.port
+            )
+        })?;
+        let shutdown = server::shutdown_signal();
+        eprintln!(
+            "hipinfer: serving {} (generation) at http://{}",
+            engine.model().path().display(),
+            listener.local_addr()?
+        );
+        server::llm::serve_on(listener, engine, server_config, shutdown).await?;
+        Ok::<_, Failure>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn chaos(args: ChaosArgs) -> Result<ExitCode, Failure> {
+    if args.abort_rate > 0.0
+        || args.abort_on_fault
+        || args.hang_rate > 0.0
+        || args.real_fault_rate > 0.0
+    {
+        return Err(
+            "aborts, hangs and real faults need a worker process: not available for \
+                    language models yet (transient, oom and reset faults are)"
+                .into(),
+        );
+    }
+    let engine = config(&args.common, &args.engine, &args.generation)?;
+    let config = GenerationChaosConfig {
+        model: args.common.model.clone().unwrap_or_default(),
+        engine,
+        threads: args.common.threads,
+        retry: RetryConfig::from_env()?,
+        requests: args.requests,
+        concurrency: args.concurrency,
+        max_tokens: args.max_tokens,
+        seed: args.seed,
+        transient_rate: args.faults.transient_rate,
+        oom_rate: args.faults.oom_rate,
+        reset_rate: args.faults.reset_rate,
+        sticky_scope: args.faults.sticky_scope,
+        domain: hipinfer::backend::FaultDomain::process(),
+        request_timeout: std::time::Duration::from_secs(600),
+    };
+    let progress = Progress::new("chaos");
+    progress.note("reference run (no faults), then the faulty run");
+    let report = run_generation_campaign(&config, &|done, total| progress.update(done, total))?;
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(if report.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
