@@ -42,6 +42,7 @@ else
 fi
 # The clients people use (OpenAI's, Hugging Face's, from PyPI) against a live server.
 HIPINFER_BIN=./target/debug/hipinfer bash scripts/client-compat.sh
+HIPINFER_BIN=./target/debug/hipinfer bash scripts/client-compat-llm.sh
 if command -v promtool >/dev/null 2>&1; then
     HIPINFER_BIN=./target/debug/hipinfer bash scripts/check-deploy.sh
 else

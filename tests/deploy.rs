@@ -57,6 +57,31 @@ fn every_metric_the_rules_and_dashboard_use_exists() {
         .iter()
         .map(|family| family.name().to_string())
         .collect();
+    // And a language model's generation engine (`hipinfer serve --model FILE.gguf`).
+    let gguf = support::tiny_llama::write(
+        &support::tiny_llama::scratch("deploy-generation"),
+        "tiny.gguf",
+        &support::tiny_llama::bytes_with(1, |_, _| {}),
+    );
+    let generation = hipinfer::generation::GenerationEngine::open(
+        gguf,
+        Default::default(),
+        Default::default(),
+        prometheus::Registry::new(),
+    )
+    .unwrap();
+    generation
+        .submit(hipinfer::llm::GenerateRequest::greedy(vec![1, 2], 2))
+        .unwrap()
+        .wait()
+        .unwrap();
+    scraped.extend(
+        generation
+            .registry()
+            .gather()
+            .iter()
+            .map(|family| family.name().to_string()),
+    );
     // And an engine whose backend runs in a worker process (the Kubernetes example's setting):
     // the worker series.
     let isolated = InferenceEngine::new(
