@@ -314,6 +314,10 @@ pub struct BenchArgs {
     /// With --model FILE.gguf: tokens to generate after the prompt.
     #[arg(long, default_value_t = 64)]
     pub gen_tokens: usize,
+    /// With --model FILE.gguf: one stream alone, then this many at once through the generation
+    /// engine (continuous batching): the aggregate decode rate against the single stream's.
+    #[arg(long, default_value_t = 0)]
+    pub streams: usize,
     /// Concurrent clients (with --http or --engine-only).
     #[arg(long, env = "HIPINFER_BENCH_CLIENTS", default_value_t = 64)]
     pub clients: usize,
@@ -364,6 +368,17 @@ pub struct ServeArgs {
     pub shutdown_grace: Duration,
     #[command(flatten)]
     pub generation: GenerationArgs,
+}
+
+impl BenchArgs {
+    /// The generation engine's limits a benchmark starts from (the defaults).
+    pub fn generation_defaults(&self) -> GenerationArgs {
+        GenerationArgs {
+            max_total_tokens: None,
+            max_running: None,
+            default_max_tokens: None,
+        }
+    }
 }
 
 /// A language model's serving limits (with `--model FILE.gguf`).

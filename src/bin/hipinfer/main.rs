@@ -37,13 +37,21 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Embed(args) => model::embed(args),
         Command::Bench(args) if generate::is_gguf(args.common.model.as_deref()) => {
-            generate::bench(args)
+            if args.streams > 0 {
+                generation::bench_streams(args)
+            } else {
+                generate::bench(args)
+            }
         }
         Command::Bench(args) if args.http || args.engine_only => bench_engine::bench(args),
         Command::Bench(args) => model::bench(args),
-        Command::Serve(args) if generation::is_gguf(&args.common) => generation::serve(args),
+        Command::Serve(args) if generate::is_gguf(args.common.model.as_deref()) => {
+            generation::serve(args)
+        }
         Command::Serve(args) => serve::serve(args),
-        Command::Chaos(args) if generation::is_gguf(&args.common) => generation::chaos(args),
+        Command::Chaos(args) if generate::is_gguf(args.common.model.as_deref()) => {
+            generation::chaos(args)
+        }
         Command::Chaos(args) => chaos::chaos(args),
         Command::Info(args) => info::info(args),
         Command::Generate(args) => generate::generate(args),
