@@ -17,35 +17,9 @@ if [ ! -f "$model/model.safetensors" ]; then
     echo "SKIPPED: $model is missing (scripts/fetch-model.sh), so the client check did not run"
     exit 0
 fi
-bin="${HIPINFER_BIN:-}"
-if [ -z "$bin" ]; then
-    cargo build --quiet --bin hipinfer
-    bin=./target/debug/hipinfer
-fi
-
-venv="${HIPINFER_CLIENT_VENV:-.cache/client-compat-venv}"
-if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import openai, huggingface_hub' 2>/dev/null; then
-    rm -rf "$venv"
-    python3 -m venv "$venv"
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
-        openai==3.57.0 huggingface_hub==2.4.0 numpy
-fi
-
-log="$(mktemp)"
-"$bin" serve --backend cpu --host 127.0.0.1 --port 0 --model "$model" 2>"$log" &
-server=$!
-trap 'kill "$server" 2>/dev/null || true; rm -f "$log"' EXIT
-address=""
-for _ in $(seq 1 600); do
-    address="$(sed -n 's|.* at http://\(.*\)$|\1|p' "$log" | head -1)"
-    [ -n "$address" ] && break
-    kill -0 "$server" 2>/dev/null || { cat "$log"; echo "hipinfer serve exited"; exit 1; }
-    sleep 0.1
-done
-[ -n "$address" ] || { cat "$log"; echo "hipinfer serve did not start"; exit 1; }
-
+source scripts/client-lib.sh
+bin="$(hipinfer_bin)"
+venv="$(client_venv)"
+start_server "$bin" "$model"
 "$venv/bin/python" scripts/client_compat.py "$address" "$bin" "$model"
-kill -TERM "$server"
-wait "$server"
-trap - EXIT
-rm -f "$log"
+stop_server

@@ -178,20 +178,41 @@ fn router_with(
     let document = state.openapi.clone();
     let (router, api) = routes(state, config).split_for_parts();
     let _ = document.set(serde_json::to_value(&api).unwrap_or_default());
+    guarded(router, ApiError::tei)
+}
+
+/// `router` with JSON answers for unknown routes and methods, and a handler's panic answered
+/// 500 in `render`'s schema (both servers).
+pub(crate) fn guarded(router: Router, render: fn(ApiError) -> axum::response::Response) -> Router {
     router
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
-            |_: Box<dyn std::any::Any + Send>| {
+            move |_: Box<dyn std::any::Any + Send>| {
                 tracing::error!("a request handler panicked");
-                ApiError::new(
+                render(ApiError::new(
                     axum::http::StatusCode::INTERNAL_SERVER_ERROR,
                     "backend",
                     "internal error (see the server log)",
-                )
-                .tei()
+                ))
             },
         ))
+}
+
+/// Serves the app `make` builds (given the connection metrics, registered in `registry`) on
+/// `listener` until `shutdown` completes; returns the connections still draining.
+pub(crate) async fn serve_app(
+    listener: TcpListener,
+    registry: &prometheus::Registry,
+    connections: &ConnectionLimits,
+    make: impl FnOnce(ConnectionMetrics) -> Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<connections::ConnectionsDraining> {
+    let address: SocketAddr = listener.local_addr()?;
+    tracing::info!(%address, "serving");
+    let metrics = ConnectionMetrics::register(registry);
+    let app = make(metrics.clone());
+    Ok(connections::serve_connections(listener, app, connections.clone(), metrics, shutdown).await)
 }
 
 /// Binds `host:port` and serves until `shutdown` completes (see [`serve_on`]).
@@ -220,18 +241,14 @@ pub async fn serve_on(
     config: ServerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let address: SocketAddr = listener.local_addr()?;
-    tracing::info!(%address, "serving");
-    let metrics = ConnectionMetrics::register(engine.registry());
-    let app = router_with(engine.clone(), &config, metrics.clone());
-    let draining = connections::serve_connections(
+    let draining = serve_app(
         listener,
-        app,
-        config.connections.clone(),
-        metrics,
+        engine.registry(),
+        &config.connections,
+        |metrics| router_with(engine.clone(), &config, metrics),
         shutdown,
     )
-    .await;
+    .await?;
     let drained = engine
         .shutdown_within_async(Some(config.shutdown_grace))
         .await;

@@ -98,9 +98,14 @@ pub async fn livez(State(app): State<AppState>) -> Response {
 #[utoipa::path(get, path = "/metrics", tag = "Operations",
     responses((status = 200, description = "Prometheus text", content_type = "text/plain")))]
 pub async fn metrics(State(app): State<AppState>) -> Response {
+    metrics_answer(app.engine.registry())
+}
+
+/// `registry` in the Prometheus text format (both servers' `/metrics`).
+pub(crate) fn metrics_answer(registry: &prometheus::Registry) -> Response {
     let mut text = String::new();
     let encoder = prometheus::TextEncoder::new();
-    match encoder.encode_utf8(&app.engine.registry().gather(), &mut text) {
+    match encoder.encode_utf8(&registry.gather(), &mut text) {
         Ok(()) => ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], text).into_response(),
         Err(e) => {
             tracing::error!("could not encode the metrics: {e}");

@@ -8,7 +8,7 @@ use hipinfer::chaos::{run_generation_campaign, GenerationChaosConfig};
 use hipinfer::generation::{GenerationConfig, GenerationEngine, LocalOptions};
 use hipinfer::isolation::Isolation;
 use hipinfer::retry::RetryConfig;
-use hipinfer::server::{self, ConnectionLimits, ServerConfig};
+use hipinfer::server;
 use prometheus::Registry;
 
 use crate::args::{ChaosArgs, Common, EngineArgs, GenerationArgs, ServeArgs};
@@ -75,44 +75,11 @@ fn open(
 pub fn serve(args: ServeArgs) -> Result<ExitCode, Failure> {
     let config = config(&args.common, &args.engine, &args.generation)?;
     let engine = open(&args.common, config, &Registry::new())?;
-    let server_config = ServerConfig {
-        host: args.host,
-        port: args.port,
-        api_key: args.api_key.filter(|k| !k.is_empty()),
-        payload_limit: args.payload_limit,
-        auto_truncate: args.auto_truncate,
-        connections: ConnectionLimits {
-            header_timeout: args.header_timeout,
-            body_timeout: args.body_timeout,
-            idle_timeout: args.idle_timeout,
-            max_connections: args
-                .max_connections
-                .unwrap_or_else(server::default_max_connections),
-            ..ConnectionLimits::default()
-        },
-        shutdown_grace: args.shutdown_grace,
-    };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
-        let address = (server_config.host.as_str(), server_config.port);
-        let listener = tokio::net::TcpListener::bind(address).await.map_err(|e| {
-            format!(
-                "could not listen on {}:{}: {e}",
-                server_config.host, server_config.port
-            )
-        })?;
-        let shutdown = server::shutdown_signal();
-        eprintln!(
-            "hipinfer: serving {} (generation) at http://{}",
-            engine.model().path().display(),
-            listener.local_addr()?
-        );
-        server::llm::serve_on(listener, engine, server_config, shutdown).await?;
-        Ok::<_, Failure>(())
-    })?;
-    Ok(ExitCode::SUCCESS)
+    let server_config = crate::serve::server_config(&args)?;
+    let what = format!("{} (generation)", engine.model().path().display());
+    crate::serve::run(server_config, &what, |listener, config, shutdown| {
+        server::llm::serve_on(listener, engine, config, shutdown)
+    })
 }
 
 pub fn chaos(args: ChaosArgs) -> Result<ExitCode, Failure> {

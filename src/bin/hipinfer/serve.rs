@@ -11,10 +11,24 @@ use crate::Failure;
 pub fn serve(args: ServeArgs) -> Result<ExitCode, Failure> {
     let config = args.engine.engine_config(&args.common)?;
     let engine = InferenceEngine::new(config)?;
-    let server_config = ServerConfig {
-        host: args.host,
+    let server_config = server_config(&args)?;
+    let what = format!(
+        "{} on {} ({})",
+        engine.model().name(),
+        engine.device().backend,
+        engine.device().name
+    );
+    run(server_config, &what, |listener, config, shutdown| {
+        server::serve_on(listener, engine, config, shutdown)
+    })
+}
+
+/// The server settings of `serve`'s flags (embedding or language model alike).
+pub fn server_config(args: &ServeArgs) -> Result<ServerConfig, Failure> {
+    let config = ServerConfig {
+        host: args.host.clone(),
         port: args.port,
-        api_key: args.api_key.filter(|k| !k.is_empty()),
+        api_key: args.api_key.clone().filter(|k| !k.is_empty()),
         payload_limit: args.payload_limit,
         auto_truncate: args.auto_truncate,
         connections: ConnectionLimits {
@@ -28,30 +42,38 @@ pub fn serve(args: ServeArgs) -> Result<ExitCode, Failure> {
         },
         shutdown_grace: args.shutdown_grace,
     };
-    if server_config.connections.max_connections == 0 {
+    if config.connections.max_connections == 0 {
         return Err("--max-connections must be at least 1".into());
     }
+    Ok(config)
+}
+
+/// Binds `config`'s address, announces `what` and the address on stderr, and serves with
+/// `serve` until SIGTERM or ctrl-c (a graceful stop: exit 0).
+pub fn run<F, Fut>(config: ServerConfig, what: &str, serve: F) -> Result<ExitCode, Failure>
+where
+    F: FnOnce(
+        tokio::net::TcpListener,
+        ServerConfig,
+        std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+    ) -> Fut,
+    Fut: std::future::Future<Output = std::io::Result<()>>,
+{
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let address = (server_config.host.as_str(), server_config.port);
-        let listener = tokio::net::TcpListener::bind(address).await.map_err(|e| {
-            format!(
-                "could not listen on {}:{}: {e}",
-                server_config.host, server_config.port
-            )
-        })?;
+        let address = (config.host.as_str(), config.port);
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .map_err(|e| format!("could not listen on {}:{}: {e}", config.host, config.port))?;
         // Installed before the address is announced: a SIGTERM right after it stops cleanly.
-        let shutdown = server::shutdown_signal();
+        let shutdown = Box::pin(server::shutdown_signal());
         eprintln!(
-            "hipinfer: serving {} on {} ({}) at http://{}",
-            engine.model().name(),
-            engine.device().backend,
-            engine.device().name,
+            "hipinfer: serving {what} at http://{}",
             listener.local_addr()?
         );
-        server::serve_on(listener, engine, server_config, shutdown).await?;
+        serve(listener, config, shutdown).await?;
         Ok::<_, Failure>(())
     })?;
     Ok(ExitCode::SUCCESS)

@@ -19,7 +19,6 @@ mod completions;
 mod ops;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -32,7 +31,7 @@ use utoipa_axum::routes;
 use crate::generation::GenerationEngine;
 
 use super::body::read_json;
-use super::connections::{self, BodyMemory, ConnectionMetrics};
+use super::connections::{BodyMemory, ConnectionMetrics};
 use super::error::ApiError;
 use super::{auth, ServerConfig, LINGER};
 
@@ -160,20 +159,7 @@ fn router_with(
     let document = state.openapi.clone();
     let (router, api) = routes(state, config).split_for_parts();
     let _ = document.set(serde_json::to_value(&api).unwrap_or_default());
-    router
-        .fallback(super::ops::not_found)
-        .method_not_allowed_fallback(super::ops::method_not_allowed)
-        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
-            |_: Box<dyn std::any::Any + Send>| {
-                tracing::error!("a request handler panicked");
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "backend",
-                    "internal error (see the server log)",
-                )
-                .openai()
-            },
-        ))
+    super::guarded(router, ApiError::openai)
 }
 
 /// Serves `engine` on `listener` until `shutdown` completes; then stops accepting, lets the
@@ -184,18 +170,14 @@ pub async fn serve_on(
     config: ServerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let address: SocketAddr = listener.local_addr()?;
-    tracing::info!(%address, "serving a language model");
-    let metrics = ConnectionMetrics::register(engine.registry());
-    let app = router_with(engine.clone(), &config, metrics.clone());
-    let draining = connections::serve_connections(
+    let draining = super::serve_app(
         listener,
-        app,
-        config.connections.clone(),
-        metrics,
+        engine.registry(),
+        &config.connections,
+        |metrics| router_with(engine.clone(), &config, metrics),
         shutdown,
     )
-    .await;
+    .await?;
     let engine_done = engine.clone();
     let _ = tokio::task::spawn_blocking(move || engine_done.shutdown()).await;
     draining.wait(LINGER).await;

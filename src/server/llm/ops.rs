@@ -3,7 +3,7 @@
 
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{header, Request, StatusCode};
+use axum::http::{Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
@@ -65,15 +65,7 @@ pub async fn livez(State(app): State<LlmState>) -> Response {
 #[utoipa::path(get, path = "/metrics", tag = "Operations",
     responses((status = 200, description = "Prometheus text")))]
 pub async fn metrics(State(app): State<LlmState>) -> Response {
-    let mut text = String::new();
-    let encoder = prometheus::TextEncoder::new();
-    match encoder.encode_utf8(&app.engine.registry().gather(), &mut text) {
-        Ok(()) => ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], text).into_response(),
-        Err(e) => {
-            tracing::error!("could not encode the metrics: {e}");
-            StatusCode::INTERNAL_SERVER_ERROR.into_response()
-        }
-    }
+    super::super::ops::metrics_answer(app.engine.registry())
 }
 
 /// GET `/openapi.json`: this API's OpenAPI document.
