@@ -262,3 +262,58 @@ fn benign_codes_are_success_as_every_backend_treats_them() {
         "nothing reached the caller as an error"
     );
 }
+
+/// A graph is one submission: the fault injector draws once for it (none for the launches
+/// inside), a transient fault retries the whole body, and a Reset-class one gives up with it.
+#[test]
+fn a_graph_is_one_launch_retried_as_a_whole() {
+    let registry = Registry::new();
+    let backend = resilient(FaultPlan::new(1), &registry);
+    let mut x = backend.allocate(8).unwrap();
+    backend.copy_to_device(&[1.0f32; 8], &mut x).unwrap();
+    let bodies = std::cell::Cell::new(0);
+    let double_three_times = |x: &mut _| {
+        bodies.set(bodies.get() + 1);
+        for _ in 0..3 {
+            backend.launch(Kernel::L2Normalize {
+                x,
+                rows: 1,
+                cols: 8,
+            })?;
+        }
+        Ok(())
+    };
+    // The first launch fails transiently; the ones after it are inside the graph and pass.
+    backend.inner().script(Op::Launch, 304, 1);
+    backend.graph(|| double_three_times(&mut x)).unwrap();
+    assert_eq!(bodies.get(), 1, "the failed submission ran nothing");
+    assert_eq!(backend.inner().returned(Op::Launch, 304), 1);
+    let recovered = backend.take_recovered();
+    assert_eq!(recovered.len(), 1, "one recovered call: the graph");
+    assert_eq!(recovered[0].op, Op::Launch);
+    // A Reset-class fault at the next submission fails the graph, as a whole.
+    backend.inner().script(Op::Launch, 700, 1);
+    let error = backend.graph(|| double_three_times(&mut x)).unwrap_err();
+    assert_eq!(error.reason(), GiveUpReason::Reset);
+    assert_eq!(
+        bodies.get(),
+        1,
+        "a graph that faults at submission runs nothing"
+    );
+    // Outside a graph every launch is a call of its own again, and the sticky fault answers.
+    assert!(backend
+        .launch(Kernel::L2Normalize {
+            x: &mut x,
+            rows: 1,
+            cols: 8
+        })
+        .is_err());
+    backend.reset().unwrap();
+    let mut x = backend.allocate(8).unwrap();
+    backend.copy_to_device(&[1.0f32; 8], &mut x).unwrap();
+    let mut host = [0.0f32; 8];
+    backend.graph(|| double_three_times(&mut x)).unwrap();
+    backend.copy_to_host(&x, &mut host).unwrap();
+    assert_eq!(bodies.get(), 2);
+    assert!((host.iter().map(|v| v * v).sum::<f32>() - 1.0).abs() < 1e-5);
+}

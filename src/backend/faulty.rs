@@ -2,7 +2,7 @@
 //!
 //! How tests and `hipinfer chaos` prove, without a GPU, that faults are survived:
 //! - **rates**: each call of an operation fails with a code at a rate, drawn from a seeded RNG;
-//! - **scripts**: "fail the next 2 launches with code 2";
+//! - **scripts**: "fail the next 2 launches with code 2", or "let 4 launches pass, then fail one";
 //! - **sticky**: once an injected fault is Reset-class (700, 702, 710, …), every later call returns
 //!   that code. With [`StickyScope::Context`] a [`Backend::reset`] clears it (a context-scoped
 //!   fault); with [`StickyScope::Process`] — what ROCm ≥ 6 and CUDA do after a memory fault —
@@ -29,6 +29,7 @@ use rand::{Rng, SeedableRng};
 
 use crate::error::{HipError, Op, Recovery};
 
+use super::graph_scope::GraphScope;
 use super::kernel::Kernel;
 use super::traits::{Backend, DeviceInfo, Word};
 
@@ -269,7 +270,9 @@ const FAULTABLE: [Op; 6] = [
 #[derive(Debug)]
 struct Injector {
     rng: SmallRng,
-    scripts: HashMap<Op, VecDeque<i32>>,
+    /// Per operation, what its next calls do: fail with a code, or pass (`None`: left to the
+    /// rate rules).
+    scripts: HashMap<Op, VecDeque<Option<i32>>>,
     sticky: Option<i32>,
     returned: HashMap<(Op, i32), u64>,
     injected: HashMap<i32, u64>,
@@ -291,6 +294,7 @@ pub struct FaultyBackend<B> {
     resets: AtomicU64,
     hangs: AtomicU64,
     notifier: Option<FaultNotifier>,
+    graph: GraphScope,
 }
 
 impl<B: std::fmt::Debug> std::fmt::Debug for FaultyBackend<B> {
@@ -324,6 +328,7 @@ impl<B: Backend<Error = HipError>> FaultyBackend<B> {
             resets: AtomicU64::new(0),
             hangs: AtomicU64::new(0),
             notifier: None,
+            graph: GraphScope::default(),
         }
     }
 
@@ -399,7 +404,15 @@ impl<B: Backend<Error = HipError>> FaultyBackend<B> {
     pub fn script(&self, op: Op, code: i32, times: u32) {
         let mut injector = self.injector.lock();
         let queue = injector.scripts.entry(op).or_default();
-        queue.extend(std::iter::repeat_n(code, times as usize));
+        queue.extend(std::iter::repeat_n(Some(code), times as usize));
+    }
+
+    /// The next `times` calls of `op` are not scripted (a following [`FaultyBackend::script`]
+    /// fails the calls after them): a fault at a fixed point of a run, whatever its timing.
+    pub fn script_pass(&self, op: Op, times: u32) {
+        let mut injector = self.injector.lock();
+        let queue = injector.scripts.entry(op).or_default();
+        queue.extend(std::iter::repeat_n(None, times as usize));
     }
 
     /// Fresh faults injected with `code` (sticky repeats not counted).
@@ -460,7 +473,12 @@ impl<B: Backend<Error = HipError>> FaultyBackend<B> {
             drop(injector);
             hang_forever(op);
         }
-        if let Some(code) = injector.scripts.get_mut(&op).and_then(VecDeque::pop_front) {
+        if let Some(code) = injector
+            .scripts
+            .get_mut(&op)
+            .and_then(VecDeque::pop_front)
+            .flatten()
+        {
             return self.act(injector, op, FaultAction::Fail(code));
         }
         let mut drawn = None;
@@ -599,7 +617,9 @@ impl<B: Backend<Error = HipError>> Backend for FaultyBackend<B> {
 
     fn launch(&self, kernel: Kernel<'_, B::Buffer>) -> Result<(), HipError> {
         let symbol = kernel.id().symbol();
-        self.check(Op::Launch).map_err(|e| e.with_kernel(symbol))?;
+        if !self.graph.is_current() {
+            self.check(Op::Launch).map_err(|e| e.with_kernel(symbol))?;
+        }
         if let Some(action) = self.hits_poison(&kernel) {
             let injector = self.injector.lock();
             return self
@@ -607,6 +627,15 @@ impl<B: Backend<Error = HipError>> Backend for FaultyBackend<B> {
                 .map_err(|e| e.with_kernel(symbol));
         }
         self.inner.launch(kernel)
+    }
+
+    /// A graph is one launch: its faults are drawn once, before any of its kernels runs; a
+    /// poisoned input still meets its fault at the launch that reads it.
+    fn graph<R>(&self, body: impl FnMut() -> Result<R, HipError>) -> Result<R, HipError> {
+        self.check(Op::Launch)
+            .map_err(|e| e.with_detail("a graph launch"))?;
+        let _inside = self.graph.enter();
+        self.inner.graph(body)
     }
 
     fn synchronize(&self) -> Result<(), HipError> {

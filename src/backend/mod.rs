@@ -15,6 +15,7 @@ mod dtype;
 mod faulty;
 #[cfg(any(feature = "hip", feature = "cuda"))]
 pub mod gpu;
+mod graph_scope;
 #[cfg(feature = "hip")]
 pub mod hip;
 mod kernel;

@@ -11,8 +11,9 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use crate::error::{HipError, Op};
-use crate::retry::{RetryCall, RetryError, RetryHistory, RetryPolicy, RetryState};
+use crate::retry::{GiveUpReason, RetryCall, RetryError, RetryHistory, RetryPolicy, RetryState};
 
+use super::graph_scope::GraphScope;
 use super::kernel::Kernel;
 use super::traits::{Backend, DeviceInfo, Word};
 
@@ -31,6 +32,7 @@ pub struct Resilient<B> {
     policy: Arc<RetryPolicy>,
     state: RetryState,
     recovered: Mutex<Vec<RecoveredCall>>,
+    graph: GraphScope,
 }
 
 impl<B: Backend<Error = HipError>> Resilient<B> {
@@ -40,6 +42,7 @@ impl<B: Backend<Error = HipError>> Resilient<B> {
             policy,
             state,
             recovered: Mutex::new(Vec::new()),
+            graph: GraphScope::default(),
         }
     }
 
@@ -75,6 +78,12 @@ impl<B: Backend<Error = HipError>> Resilient<B> {
         op: Op,
         mut f: impl FnMut() -> Result<T, HipError>,
     ) -> Result<T, RetryError<HipError>> {
+        if self.graph.is_current() {
+            // Inside a graph: the graph as a whole is retried.
+            return f().map_err(|error| {
+                RetryError::gave_up(op, GiveUpReason::Permanent, error, RetryHistory::default())
+            });
+        }
         let inner = &self.inner;
         let mut reclaim = || {
             inner.reclaim();
@@ -135,6 +144,22 @@ impl<B: Backend<Error = HipError>> Backend for Resilient<B> {
 
     fn launch(&self, mut kernel: Kernel<'_, B::Buffer>) -> Result<(), Self::Error> {
         self.call(Op::Launch, || self.inner.launch(kernel.reborrow()))
+    }
+
+    /// One retried call for the whole graph: inside it, the body's launches go straight to the
+    /// inner backend, and a failed one fails the graph, which is then retried from the start
+    /// by class like any launch.
+    fn graph<R>(&self, mut body: impl FnMut() -> Result<R, Self::Error>) -> Result<R, Self::Error> {
+        self.call(Op::Launch, || {
+            let _inside = self.graph.enter();
+            self.inner.graph(|| {
+                body().map_err(|e| {
+                    e.into_error().unwrap_or_else(|| {
+                        HipError::new(1, Op::Launch).with_detail("a graph's launch gave no error")
+                    })
+                })
+            })
+        })
     }
 
     fn synchronize(&self) -> Result<(), Self::Error> {

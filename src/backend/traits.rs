@@ -75,6 +75,17 @@ pub trait Backend: Send + Sync {
     /// Launches a kernel.
     fn launch(&self, kernel: Kernel<'_, Self::Buffer>) -> Result<(), Self::Error>;
 
+    /// Submits the launches `body` makes as one unit of work — a captured graph, which is how
+    /// a decoder step is sent to a GPU (one submission instead of hundreds of launches) — and
+    /// returns what `body` returns. `body` makes launches only (no copies, allocations or
+    /// waits), so running it again from the start computes the same thing: the retry layer
+    /// retries a failed graph as a whole, and the fault injector draws its faults once for the
+    /// submission instead of once per launch inside it. The CPU and GPU backends run the
+    /// launches in place (stream capture on the GPUs is not done yet).
+    fn graph<R>(&self, mut body: impl FnMut() -> Result<R, Self::Error>) -> Result<R, Self::Error> {
+        body()
+    }
+
     /// Waits for every launched kernel and copy.
     fn synchronize(&self) -> Result<(), Self::Error>;
 
@@ -149,6 +160,10 @@ impl<B: Backend> Backend for std::sync::Arc<B> {
 
     fn launch(&self, kernel: Kernel<'_, Self::Buffer>) -> Result<(), Self::Error> {
         (**self).launch(kernel)
+    }
+
+    fn graph<R>(&self, body: impl FnMut() -> Result<R, Self::Error>) -> Result<R, Self::Error> {
+        (**self).graph(body)
     }
 
     fn synchronize(&self) -> Result<(), Self::Error> {

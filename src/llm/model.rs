@@ -336,80 +336,84 @@ fn forward_in_scope<B: Backend>(
     let mut id_buffer = backend.allocate(rows)?;
     backend.copy_to_device(&ids, &mut id_buffer)?;
     let mut a = Activations::new(backend, c, rows)?;
-    backend.launch(Kernel::EmbedRows {
-        ids: &id_buffer,
-        table: &weights.token_embedding.buffer,
-        out: &mut a.x,
-        tokens: rows,
-        hidden: c.hidden,
-        vocab: c.vocab,
-        format: weights.token_embedding.format,
+    // Every launch of the pass, embedding to final norm, is one submission (a graph).
+    backend.graph(|| {
+        backend.launch(Kernel::EmbedRows {
+            ids: &id_buffer,
+            table: &weights.token_embedding.buffer,
+            out: &mut a.x,
+            tokens: rows,
+            hidden: c.hidden,
+            vocab: c.vocab,
+            format: weights.token_embedding.format,
+        })?;
+        for (l, layer) in weights.layers.iter().enumerate() {
+            let add = (l > 0).then_some(&a.down);
+            backend.launch(rms_norm(
+                &mut a.x,
+                add,
+                &layer.attn_norm,
+                &mut a.normed,
+                rows,
+                c,
+            ))?;
+            for (first, m, path) in layout.groups() {
+                backend.launch(matmul(&a.normed, &layer.qkv, &mut a.qkv, (first, m), path))?;
+            }
+            let (k_cache, v_cache) = &mut cache.layers[l];
+            backend.launch(Kernel::RopeAndStore {
+                qkv: &mut a.qkv,
+                k_cache,
+                v_cache,
+                shape,
+                segments: &segments,
+            })?;
+            backend.launch(Kernel::CausalAttention {
+                qkv: &a.qkv,
+                k_cache,
+                v_cache,
+                out: &mut a.attention,
+                shape,
+                segments: &segments,
+            })?;
+            for (first, m, path) in layout.groups() {
+                let out = &mut a.projected;
+                backend.launch(matmul(&a.attention, &layer.output, out, (first, m), path))?;
+            }
+            let add = Some(&a.projected);
+            backend.launch(rms_norm(
+                &mut a.x,
+                add,
+                &layer.ffn_norm,
+                &mut a.normed,
+                rows,
+                c,
+            ))?;
+            for (first, m, path) in layout.groups() {
+                let out = &mut a.gate_up;
+                backend.launch(matmul(&a.normed, &layer.gate_up, out, (first, m), path))?;
+            }
+            backend.launch(Kernel::SwiGlu {
+                gate_up: &a.gate_up,
+                out: &mut a.gated,
+                rows,
+                ff: c.ff,
+            })?;
+            for (first, m, path) in layout.groups() {
+                backend.launch(matmul(&a.gated, &layer.down, &mut a.down, (first, m), path))?;
+            }
+        }
+        let add = (!weights.layers.is_empty()).then_some(&a.down);
+        backend.launch(rms_norm(
+            &mut a.x,
+            add,
+            &weights.output_norm,
+            &mut a.normed,
+            rows,
+            c,
+        ))?;
+        Ok(())
     })?;
-    for (l, layer) in weights.layers.iter().enumerate() {
-        let add = (l > 0).then_some(&a.down);
-        backend.launch(rms_norm(
-            &mut a.x,
-            add,
-            &layer.attn_norm,
-            &mut a.normed,
-            rows,
-            c,
-        ))?;
-        for (first, m, path) in layout.groups() {
-            backend.launch(matmul(&a.normed, &layer.qkv, &mut a.qkv, (first, m), path))?;
-        }
-        let (k_cache, v_cache) = &mut cache.layers[l];
-        backend.launch(Kernel::RopeAndStore {
-            qkv: &mut a.qkv,
-            k_cache,
-            v_cache,
-            shape,
-            segments: &segments,
-        })?;
-        backend.launch(Kernel::CausalAttention {
-            qkv: &a.qkv,
-            k_cache,
-            v_cache,
-            out: &mut a.attention,
-            shape,
-            segments: &segments,
-        })?;
-        for (first, m, path) in layout.groups() {
-            let out = &mut a.projected;
-            backend.launch(matmul(&a.attention, &layer.output, out, (first, m), path))?;
-        }
-        let add = Some(&a.projected);
-        backend.launch(rms_norm(
-            &mut a.x,
-            add,
-            &layer.ffn_norm,
-            &mut a.normed,
-            rows,
-            c,
-        ))?;
-        for (first, m, path) in layout.groups() {
-            let out = &mut a.gate_up;
-            backend.launch(matmul(&a.normed, &layer.gate_up, out, (first, m), path))?;
-        }
-        backend.launch(Kernel::SwiGlu {
-            gate_up: &a.gate_up,
-            out: &mut a.gated,
-            rows,
-            ff: c.ff,
-        })?;
-        for (first, m, path) in layout.groups() {
-            backend.launch(matmul(&a.gated, &layer.down, &mut a.down, (first, m), path))?;
-        }
-    }
-    let add = (!weights.layers.is_empty()).then_some(&a.down);
-    backend.launch(rms_norm(
-        &mut a.x,
-        add,
-        &weights.output_norm,
-        &mut a.normed,
-        rows,
-        c,
-    ))?;
     // Only the rows whose logits are wanted go through the (vocabulary-wide) output product:
     // gathered prompt rows first, then generated ones, each group by its own path.
     let mut normed = vec![0.0f32; rows * c.hidden];

@@ -3,6 +3,7 @@
 
 pub mod backends;
 pub mod gate;
+pub mod generation;
 pub mod gguf_writer;
 pub mod server;
 pub mod tiny_llama;
