@@ -12,8 +12,9 @@ use serde::Serialize;
 
 use crate::backend::{FaultDomain, FaultPlan, StickyScope};
 use crate::generation::{
-    Finished, GenerationConfig, GenerationEngine, GenerationError, GenerationEvent, LocalOptions,
+    Finished, GenerationConfig, GenerationEngine, GenerationError, GenerationEvent, RunnerOptions,
 };
+use crate::isolation::WorkerConfig;
 use crate::llm::{ChatMessage, GenerateRequest, SamplingParams};
 use crate::retry::RetryConfig;
 
@@ -35,9 +36,17 @@ pub struct GenerationChaosConfig {
     pub transient_rate: f64,
     pub oom_rate: f64,
     pub reset_rate: f64,
+    /// Per kernel launch (a step's graph is one): the worker process aborts, or a kernel
+    /// never finishes. Both need `worker`.
+    pub abort_rate: f64,
+    pub hang_rate: f64,
     pub sticky_scope: StickyScope,
     pub domain: FaultDomain,
     pub request_timeout: Duration,
+    /// Run the steps in a supervised worker process (`None`: in this process).
+    pub worker: Option<WorkerConfig>,
+    /// A worker's step deadline (hangs): `None` for the engine's default.
+    pub step_timeout: Option<Duration>,
 }
 
 /// Device errors of the faulty run by kind (`hipinfer_gpu_errors_total` by code).
@@ -68,6 +77,8 @@ pub struct GenerationChaosReport {
     pub op_retries: u64,
     pub failed_steps: u64,
     pub recoveries: u64,
+    /// Worker processes replaced (died, hung, or lost their context for good).
+    pub worker_restarts: u64,
     /// KV caches rebuilt from the host, and the tokens prefilled again for them.
     pub replays: u64,
     pub replayed_tokens: u64,
@@ -229,20 +240,34 @@ pub fn run_generation_campaign(
         ("transient_rate", config.transient_rate),
         ("oom_rate", config.oom_rate),
         ("reset_rate", config.reset_rate),
+        ("abort_rate", config.abort_rate),
+        ("hang_rate", config.hang_rate),
     ] {
         if !(0.0..=1.0).contains(&rate) {
             return Err(format!("{field}: {rate} is not a rate between 0 and 1"));
         }
     }
+    if (config.abort_rate > 0.0 || config.hang_rate > 0.0) && config.worker.is_none() {
+        return Err(
+            "abort_rate, hang_rate: aborts and hangs take the process down, they need a worker \
+             process (--isolation subprocess)"
+                .into(),
+        );
+    }
+    if (config.abort_rate > 0.0 || config.hang_rate > 0.0) && !cfg!(feature = "fault-injection") {
+        return Err("abort_rate, hang_rate: need the fault-injection feature".into());
+    }
     if config.requests == 0 || config.concurrency == 0 || config.max_tokens == 0 {
         return Err("requests, concurrency and max_tokens must be at least 1".into());
     }
     let open = |faults: Option<FaultPlan>, registry: &Registry| {
-        let options = LocalOptions {
+        let options = RunnerOptions {
             threads: config.threads,
             retry: config.retry.clone(),
             faults,
             seed: Some(config.seed),
+            worker: config.worker.clone(),
+            step_timeout: config.step_timeout,
         };
         GenerationEngine::open(
             &config.model,
@@ -282,6 +307,10 @@ pub fn run_generation_campaign(
     )
     .with_sticky_scope(config.sticky_scope)
     .with_domain(config.domain.clone());
+    #[cfg(feature = "fault-injection")]
+    let plan = plan
+        .with_abort_rate(Some(crate::error::Op::Launch), config.abort_rate)
+        .with_hang_rate(Some(crate::error::Op::Launch), config.hang_rate);
     let registry = Registry::new();
     let engine = open(Some(plan), &registry)?;
     let started = Instant::now();
@@ -337,6 +366,7 @@ pub fn run_generation_campaign(
     report.failed_steps = counter(&registry, "hipinfer_generation_failed_steps_total");
     report.recoveries = counter(&registry, "hipinfer_generation_recoveries_total");
     report.replays = counter(&registry, "hipinfer_generation_replays_total");
+    report.worker_restarts = counter(&registry, "hipinfer_worker_restarts_total");
     report.replayed_tokens = counter(&registry, "hipinfer_generation_replayed_tokens_total");
     let injected = |code: &str| {
         registry

@@ -8,21 +8,19 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 use prometheus::Registry;
 
-use crate::backend::{Backend, DeviceInfo};
-use crate::error::HipError;
+use crate::backend::DeviceInfo;
 use crate::llm::{validate_request, GenerateRequest, LanguageModel, LlmError};
-use crate::retry::{RetryPolicy, RetryState};
-use crate::step::StepFailure;
 
 use super::request::{GenerationError, GenerationStream};
-use super::runner::{DecodeRunner, LocalDecoder, RunnerMaker};
 use super::scheduler::{Scheduler, Submission};
 use super::{GenerationConfig, GenerationMetrics};
+use crate::isolation::{SupervisorFactory, WorkerConfig};
+use crate::step::{DecodeRunner, DecoderSpec, LocalDecoders, RunnerMaker, StepFailure};
 
 pub(super) struct Inbox {
     pub queue: VecDeque<Submission>,
@@ -126,27 +124,6 @@ impl std::fmt::Debug for GenerationEngine {
             .field("config", &self.inner.config)
             .finish_non_exhaustive()
     }
-}
-
-/// A runner factory over backends of `make`, with the retry layer's `policy` and `state`.
-pub fn local_runners<B, F>(
-    model: Arc<LanguageModel>,
-    make: F,
-    policy: Arc<RetryPolicy>,
-    state: RetryState,
-    rows: usize,
-) -> RunnerMaker
-where
-    B: Backend<Error = HipError> + Send + 'static,
-    F: Fn() -> Result<B, HipError> + Send + Sync + 'static,
-{
-    Box::new(move || {
-        let backend = make().map_err(|e| StepFailure::fatal("backend", e.to_string()))?;
-        state.breaker().reset();
-        let runner =
-            LocalDecoder::new(model.clone(), backend, policy.clone(), state.clone(), rows)?;
-        Ok(Box::new(runner) as Box<dyn DecodeRunner>)
-    })
 }
 
 impl GenerationEngine {
@@ -356,70 +333,88 @@ impl GenerationEngine {
 }
 
 /// How [`GenerationEngine::open`] makes its runners: the CPU backend (the language-model
-/// kernels are CPU-only so far), its threads, the retry policy, and faults to inject (tests
-/// and `hipinfer chaos`; each runner made gets its own seed).
+/// kernels are CPU-only so far), its threads, the retry policy, faults to inject (tests and
+/// `hipinfer chaos`; each runner made gets its own seed), and where the steps run: in this
+/// process, or in a worker process that a supervisor restarts when it dies or hangs.
 #[derive(Debug, Clone, Default)]
-pub struct LocalOptions {
+pub struct RunnerOptions {
     pub threads: Option<usize>,
     pub retry: crate::retry::RetryConfig,
     pub faults: Option<crate::backend::FaultPlan>,
     /// Seeds the retry jitter.
     pub seed: Option<u64>,
+    /// Run the steps in a worker process started this way (`None`: in this process).
+    pub worker: Option<WorkerConfig>,
+    /// How long a worker may take over one step before it counts as hung (default 30 s).
+    pub step_timeout: Option<Duration>,
 }
 
 impl GenerationEngine {
-    /// Opens the GGUF at `path` and serves it on the CPU backend, the retry layer's metrics
-    /// and the engine's in `registry`.
+    /// Opens the GGUF at `path` and serves it on the CPU backend — in this process, or in a
+    /// worker process with `options.worker` — the retry layer's metrics (forwarded from the
+    /// worker) and the engine's in `registry`.
     pub fn open(
         path: impl AsRef<std::path::Path>,
         config: GenerationConfig,
-        options: LocalOptions,
+        options: RunnerOptions,
         registry: Registry,
     ) -> Result<GenerationEngine, GenerationError> {
+        let validation =
+            |field: &'static str, message: String| GenerationError::Validation { field, message };
         let model =
-            LanguageModel::open(path.as_ref()).map_err(|e| GenerationError::Validation {
-                field: "model",
-                message: e.to_string(),
-            })?;
+            LanguageModel::open(path.as_ref()).map_err(|e| validation("model", e.to_string()))?;
         let model = Arc::new(model);
-        let policy = Arc::new(RetryPolicy::new(options.retry.clone()).map_err(|e| {
-            GenerationError::Validation {
-                field: "retry",
-                message: e.to_string(),
+        let spec = |rows: usize| DecoderSpec {
+            model: path.as_ref().to_path_buf(),
+            threads: options.threads,
+            retry: options.retry.clone(),
+            seed: options.seed,
+            rows,
+        };
+        if let Some(worker) = &options.worker {
+            let rows = config.total_tokens(model.config().context_length);
+            let timeout = options.step_timeout.unwrap_or(Duration::from_secs(30));
+            if timeout.is_zero() {
+                return Err(validation("step_timeout", "must be more than zero".into()));
             }
-        })?);
-        let mut state = RetryState::builder().registry(registry.clone());
-        if let Some(seed) = options.seed {
-            state = state.seed(seed);
-        }
-        let state = state.build().map_err(|e| GenerationError::Unhealthy {
-            reason: format!("the retry layer: {e}"),
-        })?;
-        let threads = options
-            .threads
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-        let made = Arc::new(AtomicU64::new(0));
-        let faults = options.faults.clone();
-        let open_model = model.clone();
-        Self::start(model, config, registry, move |rows| {
-            local_runners(
-                open_model,
-                move || {
-                    let cpu = crate::backend::CpuBackend::with_threads(threads)?;
-                    let n = made.fetch_add(1, Ordering::Relaxed);
-                    Ok(match &faults {
-                        None => crate::backend::FaultyBackend::passthrough(cpu),
-                        Some(plan) => {
-                            let mut plan = plan.clone();
-                            plan.seed = plan.seed.wrapping_add(n.wrapping_mul(0x9e37_79b9));
-                            crate::backend::FaultyBackend::new(cpu, plan)
-                        }
-                    })
-                },
-                policy,
-                state,
-                rows,
+            let factory = SupervisorFactory::for_decoder(
+                &spec(rows),
+                options.faults.as_ref(),
+                worker,
+                timeout,
+                &registry,
             )
-        })
+            .map_err(|e| validation("worker", e.to_string()))?;
+            return Self::start(model, config, registry, move |_| {
+                Box::new(move || {
+                    factory
+                        .supervise()
+                        .map(|s| Box::new(s) as Box<dyn DecodeRunner>)
+                        .map_err(|e| StepFailure::fatal("worker", e.to_string()))
+                })
+            });
+        }
+        let state = spec(0)
+            .retry_state(&registry)
+            .map_err(|reason| GenerationError::Unhealthy { reason })?;
+        let open_model = model.clone();
+        let faults = options.faults.clone();
+        let spec = spec(0);
+        let mut made = None;
+        let result = Self::start(model, config, registry, |rows| {
+            let decoders =
+                LocalDecoders::new(open_model, DecoderSpec { rows, ..spec }, faults, state);
+            match decoders {
+                Ok(decoders) => decoders.into_maker(),
+                Err(message) => {
+                    made = Some(message.clone());
+                    Box::new(move || Err(StepFailure::fatal("retry", message.clone())))
+                }
+            }
+        });
+        match made {
+            Some(message) => Err(validation("retry", message)),
+            None => result,
+        }
     }
 }

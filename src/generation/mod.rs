@@ -19,12 +19,11 @@ mod config;
 mod engine;
 mod metrics;
 mod request;
-mod runner;
 mod scheduler;
 mod slots;
 
+pub use crate::step::{local_runners, DecodeRunner, LocalDecoder, RunnerMaker, StepLogits};
 pub use config::GenerationConfig;
-pub use engine::{local_runners, GenerationEngine, GenerationHealth, LocalOptions};
+pub use engine::{GenerationEngine, GenerationHealth, RunnerOptions};
 pub use metrics::GenerationMetrics;
 pub use request::{Finished, GenerationError, GenerationEvent, GenerationReport, GenerationStream};
-pub use runner::{DecodeRunner, LocalDecoder, RunnerMaker, StepLogits};

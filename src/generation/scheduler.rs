@@ -31,9 +31,9 @@ use crate::step::StepFailure;
 
 use super::engine::Shared;
 use super::request::{Finished, GenerationError, GenerationEvent, GenerationReport};
-use super::runner::{DecodeRunner, RunnerMaker};
 use super::slots::Slots;
 use super::GenerationConfig;
+use crate::step::{DecodeRunner, RunnerMaker};
 
 /// A request accepted by the engine, on its way to the scheduler.
 pub(super) struct Submission {

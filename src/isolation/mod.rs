@@ -28,8 +28,8 @@ pub use failure_kind::{classify, FailureKind};
 pub use forwarded_metrics::{snapshot, FamilyWire, ForwardedMetrics, SeriesWire};
 pub use private_dir::PrivateDir;
 pub use protocol::{
-    FromWorker, ProtocolError, StartFailure, ToWorker, WorkerReady, WorkerReport, WorkerStart,
-    MAX_FRAME, PROTOCOL_VERSION,
+    FromWorker, ProtocolError, StartFailure, ToWorker, WireFeed, WorkerReady, WorkerReport,
+    WorkerRole, WorkerStart, MAX_FRAME, PROTOCOL_VERSION,
 };
 pub use restart_breaker::RestartBreaker;
 pub use supervisor::{

@@ -9,13 +9,14 @@ use std::io::{Read, Write};
 
 use serde::{Deserialize, Serialize};
 
+use crate::llm::{Feed, KvSlot};
 use crate::model::{Encoding, Readout};
 use crate::step::{RetryRecord, StepFailure};
 
 /// The version of this protocol. A worker checks its supervisor's at `Start` (and the supervisor
 /// the worker's at `Ready`): a mismatch — a worker program from another build — is a clear,
 /// permanent start failure naming both versions, never a garbled conversation.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// The largest frame either side accepts (256 MiB: 32 × 512 tokens of ids, or a batch's
 /// embeddings, are far below it).
@@ -49,6 +50,13 @@ pub enum ToWorker {
         readout: Readout,
         requests: Vec<u64>,
     },
+    /// Run one language-model step over the worker's KV cache; answered by `DecodeDone` or
+    /// `StepFailed` with the same id.
+    Decode {
+        id: u64,
+        feeds: Vec<WireFeed>,
+        requests: Vec<u64>,
+    },
     /// Run the probe kernel; answered by `ProbeDone`.
     Probe { id: u64 },
     /// Reset the device and upload the weights again; answered by `RecoverDone`.
@@ -72,6 +80,12 @@ pub enum FromWorker {
         failure: StepFailure,
         report: WorkerReport,
     },
+    /// Per feed, the logits of its wanted rows.
+    DecodeDone {
+        id: u64,
+        logits: Vec<Vec<Vec<f32>>>,
+        report: WorkerReport,
+    },
     ProbeDone {
         id: u64,
         error: Option<String>,
@@ -88,13 +102,57 @@ pub enum FromWorker {
     },
 }
 
+/// One sequence's tokens in a `Decode` step (`crate::llm::Feed` with owned vectors).
+#[derive(Debug, Clone, PartialEq)]
+pub struct WireFeed {
+    pub slot: KvSlot,
+    pub tokens: Vec<u32>,
+    pub prompt: usize,
+    pub logit_rows: Vec<usize>,
+}
+
+impl WireFeed {
+    pub fn of(feed: &Feed<'_>) -> WireFeed {
+        WireFeed {
+            slot: feed.slot,
+            tokens: feed.tokens.to_vec(),
+            prompt: feed.prompt,
+            logit_rows: feed.logit_rows.to_vec(),
+        }
+    }
+
+    pub fn feed(&self) -> Feed<'_> {
+        Feed {
+            slot: self.slot,
+            tokens: &self.tokens,
+            prompt: self.prompt,
+            logit_rows: &self.logit_rows,
+        }
+    }
+}
+
+/// What a worker runs: an embedding model's steps, or a language model's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkerRole {
+    /// `spec` is a `RunnerSpec`; steps are `Step`.
+    #[default]
+    Embed,
+    /// `spec` is a `DecoderSpec`; steps are `Decode`.
+    Decode,
+}
+
 /// What a worker is started with (JSON).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WorkerStart {
     /// The supervisor's [`PROTOCOL_VERSION`] (0: from before versions existed).
     #[serde(default)]
     pub protocol: u32,
-    /// What the runner is built from (`RunnerSpec`), as JSON.
+    /// What the worker runs.
+    #[serde(default)]
+    pub role: WorkerRole,
+    /// What the runner is built from (a `RunnerSpec`, or a `DecoderSpec` for `Decode`), as
+    /// JSON.
     pub spec: serde_json::Value,
     /// Faults to inject (tests and `hipinfer chaos`), as JSON.
     pub faults: Option<serde_json::Value>,
@@ -157,6 +215,8 @@ const STEP_FAILED: u8 = 68;
 const PROBE_DONE: u8 = 69;
 const INJECTED: u8 = 70;
 const RECOVER_DONE: u8 = 71;
+const DECODE: u8 = 6;
+const DECODE_DONE: u8 = 72;
 
 /// Writes one frame.
 fn write_frame(out: &mut impl Write, tag: u8, body: &[u8]) -> Result<(), ProtocolError> {
@@ -349,6 +409,30 @@ impl ToWorker {
                 body.u64s(requests);
                 STEP
             }
+            ToWorker::Decode {
+                id,
+                feeds,
+                requests,
+            } => {
+                body.u64(*id).u32(feeds.len() as u32);
+                for feed in feeds {
+                    let slot = feed.slot;
+                    body.u64(slot.base as u64)
+                        .u64(slot.capacity as u64)
+                        .u64(slot.len as u64)
+                        .u32s(&feed.tokens)
+                        .u64(feed.prompt as u64)
+                        .u64s(
+                            &feed
+                                .logit_rows
+                                .iter()
+                                .map(|&r| r as u64)
+                                .collect::<Vec<_>>(),
+                        );
+                }
+                body.u64s(requests);
+                DECODE
+            }
             ToWorker::Probe { id } => {
                 body.u64(*id);
                 PROBE
@@ -401,6 +485,57 @@ impl ToWorker {
                     requests,
                 }
             }
+            DECODE => {
+                let id = r.u64("decode id")?;
+                // Each feed is at least its fixed 40 bytes: the count is bounded by the frame.
+                let count = r.count(40, "decode feeds")?;
+                let mut feeds = Vec::with_capacity(count);
+                for _ in 0..count {
+                    let mut size = |what: &str| -> Result<usize, ProtocolError> {
+                        usize::try_from(r.u64(what)?).map_err(|_| {
+                            ProtocolError::Malformed(format!("{what} does not fit in memory"))
+                        })
+                    };
+                    let slot = KvSlot {
+                        base: size("slot base")?,
+                        capacity: size("slot capacity")?,
+                        len: size("slot length")?,
+                    };
+                    let tokens = r.u32s("feed tokens")?;
+                    let prompt = usize::try_from(r.u64("feed prompt")?)
+                        .map_err(|_| ProtocolError::Malformed("feed prompt too large".into()))?;
+                    let logit_rows = r
+                        .u64s("logit rows")?
+                        .into_iter()
+                        .map(|row| match usize::try_from(row) {
+                            Ok(row) if row < tokens.len() => Ok(row),
+                            _ => malformed(format!(
+                                "logit row {row} is not among the feed's {} tokens",
+                                tokens.len()
+                            )),
+                        })
+                        .collect::<Result<Vec<_>, _>>()?;
+                    if slot.len.saturating_add(tokens.len()) > slot.capacity {
+                        return malformed(format!(
+                            "a feed of {} tokens after {} does not fit its slot of {}",
+                            tokens.len(),
+                            slot.len,
+                            slot.capacity
+                        ));
+                    }
+                    feeds.push(WireFeed {
+                        slot,
+                        tokens,
+                        prompt,
+                        logit_rows,
+                    });
+                }
+                ToWorker::Decode {
+                    id,
+                    feeds,
+                    requests: r.u64s("request ids")?,
+                }
+            }
             PROBE => ToWorker::Probe {
                 id: r.u64("probe id")?,
             },
@@ -447,6 +582,17 @@ impl FromWorker {
             } => {
                 body.u64(*id).json(failure).json(report);
                 STEP_FAILED
+            }
+            FromWorker::DecodeDone { id, logits, report } => {
+                body.u64(*id).u32(logits.len() as u32);
+                for rows in logits {
+                    body.u32(rows.len() as u32);
+                    rows.iter().for_each(|row| {
+                        body.u32(row.len() as u32).f32s(row);
+                    });
+                }
+                body.json(report);
+                DECODE_DONE
             }
             FromWorker::ProbeDone { id, error, report } => {
                 body.u64(*id).json(error).json(report);
@@ -503,6 +649,26 @@ impl FromWorker {
                 failure: r.json("failure")?,
                 report: r.json("report")?,
             },
+            DECODE_DONE => {
+                let id = r.u64("decode id")?;
+                // Every count is at least 4 bytes: each is bounded by the frame.
+                let feeds = r.count(4, "decode feeds")?;
+                let mut logits = Vec::with_capacity(feeds);
+                for _ in 0..feeds {
+                    let rows = r.count(4, "logit rows")?;
+                    let mut feed = Vec::with_capacity(rows);
+                    for _ in 0..rows {
+                        let values = r.count(4, "logits")?;
+                        feed.push(r.f32s(values, "logits")?);
+                    }
+                    logits.push(feed);
+                }
+                FromWorker::DecodeDone {
+                    id,
+                    logits,
+                    report: r.json("report")?,
+                }
+            }
             PROBE_DONE => FromWorker::ProbeDone {
                 id: r.u64("probe id")?,
                 error: r.json("probe error")?,
@@ -543,6 +709,7 @@ mod tests {
     fn every_message_round_trips() {
         round_trip_to(ToWorker::Start(WorkerStart {
             protocol: PROTOCOL_VERSION,
+            role: WorkerRole::Decode,
             spec: serde_json::json!({"model": "m"}),
             faults: None,
             incarnation: 3,
@@ -562,6 +729,32 @@ mod tests {
             readout: Readout::PerToken,
             requests: vec![4, 5],
         });
+        round_trip_to(ToWorker::Decode {
+            id: 8,
+            feeds: vec![
+                WireFeed {
+                    slot: KvSlot {
+                        base: 0,
+                        capacity: 64,
+                        len: 0,
+                    },
+                    tokens: vec![1, 2, 3],
+                    prompt: 3,
+                    logit_rows: vec![2],
+                },
+                WireFeed {
+                    slot: KvSlot {
+                        base: 64,
+                        capacity: 32,
+                        len: 9,
+                    },
+                    tokens: vec![7],
+                    prompt: 0,
+                    logit_rows: vec![0],
+                },
+            ],
+            requests: vec![1, 2],
+        });
         round_trip_to(ToWorker::Probe { id: 9 });
         round_trip_to(ToWorker::Recover { id: 10 });
         round_trip_to(ToWorker::Shutdown);
@@ -577,6 +770,15 @@ mod tests {
         round_trip_from(FromWorker::StepFailed {
             id: 8,
             failure: StepFailure::fatal("launch", "bad argument"),
+            report: WorkerReport::default(),
+        });
+        round_trip_from(FromWorker::DecodeDone {
+            id: 8,
+            logits: vec![
+                vec![vec![0.5, -1.0, 2.0]],
+                vec![],
+                vec![vec![1.0], vec![2.0]],
+            ],
             report: WorkerReport::default(),
         });
         round_trip_from(FromWorker::ProbeDone {

@@ -30,10 +30,12 @@ use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, 
 
 use crate::backend::{DeviceInfo, FaultPlan};
 use crate::error::{ConfigError, Recovery};
+use crate::llm::Feed;
 use crate::model::{Encoding, Readout};
 use crate::retry::{current_requests, BreakerState, EventRecord, Events};
 use crate::step::{
-    FaultCounter, FaultTotals, RunnerFactory, RunnerSpec, StepFailure, StepOutput, StepRunner,
+    DecodeRunner, DecoderSpec, FaultCounter, FaultTotals, RunnerFactory, RunnerSpec, StepFailure,
+    StepLogits, StepOutput, StepRunner,
 };
 
 use super::config::WorkerConfig;
@@ -41,7 +43,8 @@ use super::failure_kind::{classify, FailureKind};
 use super::forwarded_metrics::{FamilyWire, ForwardedMetrics};
 use super::private_dir::PrivateDir;
 use super::protocol::{
-    FromWorker, ProtocolError, ToWorker, WorkerReport, WorkerStart, PROTOCOL_VERSION,
+    FromWorker, ProtocolError, ToWorker, WireFeed, WorkerReport, WorkerRole, WorkerStart,
+    PROTOCOL_VERSION,
 };
 use super::restart_breaker::RestartBreaker;
 use super::worker_process::SOCKET_ENV;
@@ -151,6 +154,18 @@ struct Stats {
     hangs: u64,
 }
 
+fn encode(what: &str, e: serde_json::Error) -> SupervisorError {
+    SupervisorError::Start(format!("could not encode the {what}: {e}"))
+}
+
+/// What a factory's workers run, and on what.
+struct Role {
+    role: WorkerRole,
+    spec: serde_json::Value,
+    backend: crate::backend::BackendChoice,
+    device: i32,
+}
+
 /// What every supervisor of one engine shares: metrics (registered once), the workers' fault
 /// counts and status, and the start message.
 pub struct SupervisorFactory {
@@ -199,6 +214,48 @@ impl SupervisorFactory {
         registry: &Registry,
         events: Events,
     ) -> Result<SupervisorFactory, SupervisorError> {
+        let role = Role {
+            role: WorkerRole::Embed,
+            spec: serde_json::to_value(spec).map_err(|e| encode("runner spec", e))?,
+            backend: spec.backend,
+            device: spec.device,
+        };
+        Self::with_role(role, faults, worker, step_timeout, registry, events)
+    }
+
+    /// Workers that run a language model's steps (see [`DecodeRunner`]): supervisors made by
+    /// [`SupervisorFactory::supervise`] are decode runners of `spec`.
+    pub fn for_decoder(
+        spec: &DecoderSpec,
+        faults: Option<&FaultPlan>,
+        worker: &WorkerConfig,
+        step_timeout: Duration,
+        registry: &Registry,
+    ) -> Result<SupervisorFactory, SupervisorError> {
+        let role = Role {
+            role: WorkerRole::Decode,
+            spec: serde_json::to_value(spec).map_err(|e| encode("decoder spec", e))?,
+            backend: crate::backend::BackendChoice::Cpu,
+            device: 0,
+        };
+        Self::with_role(
+            role,
+            faults,
+            worker,
+            step_timeout,
+            registry,
+            Events::default(),
+        )
+    }
+
+    fn with_role(
+        role: Role,
+        faults: Option<&FaultPlan>,
+        worker: &WorkerConfig,
+        step_timeout: Duration,
+        registry: &Registry,
+        events: Events,
+    ) -> Result<SupervisorFactory, SupervisorError> {
         if std::env::var_os(SOCKET_ENV).is_some() {
             // This process was started as a worker but went on to build an engine of its own:
             // its `main` does not hand over to the worker first. Starting another worker here
@@ -223,12 +280,10 @@ impl SupervisorFactory {
         registry
             .register(Box::new(ForwardedHandle(forwarded.clone())))
             .map_err(registration)?;
-        let encode = |what: &str, e: serde_json::Error| {
-            SupervisorError::Start(format!("could not encode the {what}: {e}"))
-        };
         let start = WorkerStart {
             protocol: PROTOCOL_VERSION,
-            spec: serde_json::to_value(spec).map_err(|e| encode("runner spec", e))?,
+            role: role.role,
+            spec: role.spec,
             faults: faults
                 .map(serde_json::to_value)
                 .transpose()
@@ -248,8 +303,8 @@ impl SupervisorFactory {
             stats: Arc::default(),
             status: Arc::default(),
             events,
-            backend: spec.backend,
-            device: spec.device,
+            backend: role.backend,
+            device: role.device,
         })
     }
 
@@ -511,6 +566,7 @@ impl Supervisor {
                     let matches = match &reply {
                         FromWorker::StepDone { id: r, .. }
                         | FromWorker::StepFailed { id: r, .. }
+                        | FromWorker::DecodeDone { id: r, .. }
                         | FromWorker::ProbeDone { id: r, .. }
                         | FromWorker::RecoverDone { id: r, .. } => *r == id,
                         _ => false,
@@ -799,6 +855,17 @@ impl Supervisor {
         result
     }
 
+    /// A step completed: the worker serves (a recovery since a death, if any, is over).
+    fn completed(&mut self, report: &WorkerReport) {
+        self.absorb(report);
+        self.consecutive_restarts = 0;
+        if let Some(died) = self.died_at.take() {
+            let seconds = died.elapsed().as_secs_f64();
+            self.factory.metrics.recovery_seconds.observe(seconds);
+            self.factory.status.recoveries.lock().push(seconds);
+        }
+    }
+
     fn ensure_live(&mut self) -> Result<(), StepFailure> {
         if self.live.is_none() || self.replace.is_some() {
             self.respawn()?;
@@ -826,13 +893,7 @@ impl StepRunner for Supervisor {
             Ok(FromWorker::StepDone {
                 embeddings, report, ..
             }) => {
-                self.absorb(&report);
-                self.consecutive_restarts = 0;
-                if let Some(died) = self.died_at.take() {
-                    let seconds = died.elapsed().as_secs_f64();
-                    self.factory.metrics.recovery_seconds.observe(seconds);
-                    self.factory.status.recoveries.lock().push(seconds);
-                }
+                self.completed(&report);
                 Ok(StepOutput {
                     embeddings,
                     recovered: report.recovered,
@@ -915,6 +976,60 @@ impl StepRunner for Supervisor {
 
     fn breaker_state(&self) -> BreakerState {
         self.device_breaker
+    }
+}
+
+/// A language model's steps in the worker (started by [`SupervisorFactory::for_decoder`]): the
+/// worker holds the weights and the KV cache; a new worker starts with an empty cache, which
+/// the scheduler rebuilds from what the host holds, as after any recovery.
+impl DecodeRunner for Supervisor {
+    fn step(&mut self, feeds: &[Feed<'_>]) -> Result<StepLogits, StepFailure> {
+        self.ensure_live()?;
+        let id = self.next_id();
+        let message = ToWorker::Decode {
+            id,
+            feeds: feeds.iter().map(WireFeed::of).collect(),
+            requests: current_requests(),
+        };
+        match self.ask(&message, id, self.factory.step_timeout) {
+            Ok(FromWorker::DecodeDone { logits, report, .. }) => {
+                let shape_ok = logits.len() == feeds.len()
+                    && logits
+                        .iter()
+                        .zip(feeds)
+                        .all(|(rows, feed)| rows.len() == feed.logit_rows.len());
+                if !shape_ok {
+                    let death = Death::exit(
+                        "the worker answered a decode step with logits of another shape",
+                    );
+                    return Err(self.worker_failure(death, feeds.len()));
+                }
+                self.completed(&report);
+                Ok(StepLogits {
+                    logits,
+                    recovered: report.recovered,
+                })
+            }
+            Ok(FromWorker::StepFailed {
+                failure, report, ..
+            }) => {
+                self.absorb(&report);
+                Err(failure)
+            }
+            answer => Err(self.unexpected(answer, feeds.len())),
+        }
+    }
+
+    fn recover(&mut self) -> Result<(), StepFailure> {
+        StepRunner::recover(self)
+    }
+
+    fn probe(&mut self) -> Result<(), StepFailure> {
+        StepRunner::probe(self)
+    }
+
+    fn device(&self) -> DeviceInfo {
+        self.device.clone()
     }
 }
 

@@ -19,14 +19,18 @@ use parking_lot::Mutex;
 use prometheus::Registry;
 
 use crate::backend::FaultPlan;
+use crate::llm::LanguageModel;
 use crate::model::Model;
 use crate::retry::{with_requests, BreakerState, RetryState};
-use crate::step::{retry_state, FaultCounter, LocalRunners, RetryRecord, RunnerSpec, StepRunner};
+use crate::step::{
+    retry_state, DecodeRunner, DecoderSpec, FaultCounter, LocalDecoders, LocalRunners, RetryRecord,
+    RunnerSpec, StepFailure, StepRunner,
+};
 
 use super::forwarded_metrics::snapshot;
 use super::protocol::{
-    FromWorker, ProtocolError, StartFailure, ToWorker, WorkerReady, WorkerReport, WorkerStart,
-    PROTOCOL_VERSION,
+    FromWorker, ProtocolError, StartFailure, ToWorker, WireFeed, WorkerReady, WorkerReport,
+    WorkerRole, WorkerStart, PROTOCOL_VERSION,
 };
 
 /// The variable that makes a process a worker: the path of its supervisor's socket.
@@ -79,9 +83,43 @@ fn send(writer: &Writer, message: &FromWorker) -> Result<(), String> {
         .map_err(|e| format!("could not answer the supervisor: {e}"))
 }
 
+/// What a worker runs: an embedding model's steps, or a language model's.
+enum Runner {
+    Embed(Box<dyn StepRunner>),
+    Decode(Box<dyn DecodeRunner>),
+}
+
+impl Runner {
+    fn probe(&mut self) -> Result<(), StepFailure> {
+        match self {
+            Runner::Embed(runner) => runner.probe(),
+            Runner::Decode(runner) => runner.probe(),
+        }
+    }
+
+    fn recover(&mut self) -> Result<(), StepFailure> {
+        match self {
+            Runner::Embed(runner) => runner.recover(),
+            Runner::Decode(runner) => runner.recover(),
+        }
+    }
+
+    fn device(&self) -> crate::backend::DeviceInfo {
+        match self {
+            Runner::Embed(runner) => runner.device(),
+            Runner::Decode(runner) => runner.device(),
+        }
+    }
+}
+
+/// A step of the other role than the worker's: the supervisor is confused, not the device.
+fn wrong_role(what: &str) -> StepFailure {
+    StepFailure::fatal("worker", format!("this worker does not run {what} steps"))
+}
+
 /// What the worker keeps between messages.
 struct Serving {
-    runner: Box<dyn StepRunner>,
+    runner: Runner,
     registry: Registry,
     faults: Option<FaultCounter>,
     /// The retry totals when metrics were last reported (to send them only when they change).
@@ -105,7 +143,7 @@ impl Serving {
         WorkerReport {
             recovered,
             metrics,
-            breaker: match self.runner.breaker_state() {
+            breaker: match self.retry_state.breaker().state() {
                 BreakerState::Closed => "closed",
                 BreakerState::HalfOpen => "half_open",
                 BreakerState::Open => "open",
@@ -165,7 +203,10 @@ fn serve(socket: &Path) -> Result<(), String> {
                 inputs,
                 readout,
                 requests,
-            } => match with_requests(&requests, || serving.runner.run(&inputs, readout)) {
+            } => match with_requests(&requests, || match &mut serving.runner {
+                Runner::Embed(runner) => runner.run(&inputs, readout),
+                Runner::Decode(_) => Err(wrong_role("embedding")),
+            }) {
                 Ok(output) => FromWorker::StepDone {
                     id,
                     embeddings: output.embeddings,
@@ -177,6 +218,28 @@ fn serve(socket: &Path) -> Result<(), String> {
                     report: serving.report(Vec::new()),
                 },
             },
+            ToWorker::Decode {
+                id,
+                feeds,
+                requests,
+            } => {
+                let feeds: Vec<_> = feeds.iter().map(WireFeed::feed).collect();
+                match with_requests(&requests, || match &mut serving.runner {
+                    Runner::Decode(runner) => runner.step(&feeds),
+                    Runner::Embed(_) => Err(wrong_role("language-model")),
+                }) {
+                    Ok(output) => FromWorker::DecodeDone {
+                        id,
+                        logits: output.logits,
+                        report: serving.report(output.recovered),
+                    },
+                    Err(failure) => FromWorker::StepFailed {
+                        id,
+                        failure,
+                        report: serving.report(Vec::new()),
+                    },
+                }
+            }
             ToWorker::Probe { id } => {
                 let error = serving.runner.probe().err().map(|f| f.message);
                 FromWorker::ProbeDone {
@@ -214,8 +277,6 @@ fn start_serving(start: &WorkerStart, writer: &Writer) -> Result<Serving, StartF
             start.protocol
         )));
     }
-    let spec: RunnerSpec = serde_json::from_value(start.spec.clone())
-        .map_err(|e| permanent(format!("bad runner spec from the supervisor: {e}")))?;
     let faults: Option<FaultPlan> = match &start.faults {
         Some(plan) => Some(
             serde_json::from_value(plan.clone())
@@ -223,31 +284,54 @@ fn start_serving(start: &WorkerStart, writer: &Writer) -> Result<Serving, StartF
         ),
         None => None,
     };
-    // The supervisor tokenizes; the worker only runs token ids through the model.
-    let model =
-        Arc::new(Model::load_for_inference(&spec.model).map_err(|e| permanent(e.to_string()))?);
     let registry = Registry::new();
-    let state = retry_state(&spec, &registry).map_err(permanent)?;
     let notify_writer = writer.clone();
     let notifier: crate::backend::FaultNotifier = Arc::new(move |kind: &str| {
         let _ = FromWorker::Injected { kind: kind.into() }.write(&mut *notify_writer.lock());
     });
-    let runners = LocalRunners::new(spec, faults, model, state.clone())
-        .seed_offset(start.incarnation)
-        .notifier(notifier);
-    let runner = runners.make().map_err(|f| StartFailure {
-        message: f.message,
+    // The faults that stop a start are counted by the supervisor all the same.
+    let start_failed = |message: String, counter: Option<FaultCounter>| StartFailure {
+        message,
         permanent: false,
-        // The faults that stopped this start are counted by the supervisor all the same.
-        injected: runners
-            .fault_counter()
-            .map(|read| read().injected)
-            .unwrap_or_default(),
-    })?;
+        injected: counter.map(|read| read().injected).unwrap_or_default(),
+    };
+    let (runner, faults, state) = match start.role {
+        WorkerRole::Embed => {
+            let spec: RunnerSpec = serde_json::from_value(start.spec.clone())
+                .map_err(|e| permanent(format!("bad runner spec from the supervisor: {e}")))?;
+            // The supervisor tokenizes; the worker only runs token ids through the model.
+            let model = Arc::new(
+                Model::load_for_inference(&spec.model).map_err(|e| permanent(e.to_string()))?,
+            );
+            let state = retry_state(&spec, &registry).map_err(permanent)?;
+            let runners = LocalRunners::new(spec, faults, model, state.clone())
+                .seed_offset(start.incarnation)
+                .notifier(notifier);
+            let runner = runners
+                .make()
+                .map_err(|f| start_failed(f.message, runners.fault_counter()))?;
+            (Runner::Embed(runner), runners.fault_counter(), state)
+        }
+        WorkerRole::Decode => {
+            let spec: DecoderSpec = serde_json::from_value(start.spec.clone())
+                .map_err(|e| permanent(format!("bad decoder spec from the supervisor: {e}")))?;
+            let model =
+                Arc::new(LanguageModel::open(&spec.model).map_err(|e| permanent(e.to_string()))?);
+            let state = spec.retry_state(&registry).map_err(permanent)?;
+            let decoders = LocalDecoders::new(model, spec, faults, state.clone())
+                .map_err(permanent)?
+                .seed_offset(start.incarnation)
+                .notifier(notifier);
+            let runner = decoders
+                .make()
+                .map_err(|f| start_failed(f.message, decoders.fault_counter()))?;
+            (Runner::Decode(runner), decoders.fault_counter(), state)
+        }
+    };
     Ok(Serving {
         runner,
         registry,
-        faults: runners.fault_counter(),
+        faults,
         reported: None,
         retry_state: state,
     })

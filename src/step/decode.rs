@@ -9,12 +9,13 @@
 
 use std::sync::Arc;
 
+use super::in_process::{probe_kernel, reset as reset_resilient};
+use super::{RetryRecord, RetryReport, StepFailure};
 use crate::backend::{Backend, DeviceInfo, Resilient};
 use crate::error::{HipError, Recovery};
 use crate::llm::{forward_batch, Decoder, Feed, KvCache, LanguageModel, LlamaWeights};
 use crate::model::ModelError;
 use crate::retry::{RetryPolicy, RetryState};
-use crate::step::{probe_kernel, reset_resilient, RetryRecord, RetryReport, StepFailure};
 
 /// One step's answer: per feed, the logits of its wanted rows; and the device calls that
 /// succeeded after retries on the way.
@@ -164,4 +165,25 @@ impl<B: Backend<Error = HipError> + Send> DecodeRunner for LocalDecoder<B> {
     fn device(&self) -> DeviceInfo {
         self.backend.info()
     }
+}
+
+/// A runner factory over backends of `make`, with the retry layer's `policy` and `state`.
+pub fn local_runners<B, F>(
+    model: Arc<LanguageModel>,
+    make: F,
+    policy: Arc<RetryPolicy>,
+    state: RetryState,
+    rows: usize,
+) -> RunnerMaker
+where
+    B: Backend<Error = HipError> + Send + 'static,
+    F: Fn() -> Result<B, HipError> + Send + Sync + 'static,
+{
+    Box::new(move || {
+        let backend = make().map_err(|e| StepFailure::fatal("backend", e.to_string()))?;
+        state.breaker().reset();
+        let runner =
+            LocalDecoder::new(model.clone(), backend, policy.clone(), state.clone(), rows)?;
+        Ok(Box::new(runner) as Box<dyn DecodeRunner>)
+    })
 }

@@ -155,13 +155,7 @@ impl LocalRunners {
     /// The sum of the fault counters of every backend this factory made (`None` without faults).
     pub fn fault_counter(&self) -> Option<FaultCounter> {
         self.faults.as_ref()?;
-        let counters = self.counters.clone();
-        Some(Arc::new(move || {
-            counters
-                .lock()
-                .iter()
-                .fold(FaultTotals::default(), |sum, read| sum.plus(&read()))
-        }))
+        Some(summed(&self.counters))
     }
 
     /// Opens a backend and puts the model on it: a fresh runner (its breaker closed).
@@ -198,13 +192,45 @@ impl LocalRunners {
             )?;
             return Ok(Box::new(runner));
         };
-        let mut plan = plan.clone();
+        let faulty = FaultWrapping {
+            plan,
+            seed_offset: self.seed_offset,
+            notifier: self.notifier.as_ref(),
+            counters: &self.counters,
+        }
+        .wrap(backend, n);
+        let runner = InProcess::new(
+            self.model.clone(),
+            faulty,
+            policy,
+            self.retry_state.clone(),
+            upload,
+        )?;
+        Ok(Box::new(runner))
+    }
+}
+
+/// How a factory of this process wraps its `n`-th backend in a `FaultyBackend`: seeded apart
+/// (`seed + offset + n·φ`), telling `notifier` of aborts and hangs, its counters kept.
+pub(crate) struct FaultWrapping<'a> {
+    pub plan: &'a FaultPlan,
+    pub seed_offset: u64,
+    pub notifier: Option<&'a FaultNotifier>,
+    pub counters: &'a Mutex<Vec<FaultCounter>>,
+}
+
+impl FaultWrapping<'_> {
+    pub fn wrap<B: Backend<Error = HipError>>(&self, backend: B, n: u64) -> Arc<FaultyBackend<B>>
+    where
+        B: 'static,
+    {
+        let mut plan = self.plan.clone();
         plan.seed = plan
             .seed
             .wrapping_add(self.seed_offset)
             .wrapping_add(n.wrapping_mul(0x9e37_79b9));
         let mut faulty = FaultyBackend::new(backend, plan);
-        if let Some(notifier) = &self.notifier {
+        if let Some(notifier) = self.notifier {
             faulty = faulty.with_notifier(notifier.clone());
         }
         let faulty = Arc::new(faulty);
@@ -215,15 +241,19 @@ impl LocalRunners {
             aborts: 0,
             hangs: counts.hangs(),
         }));
-        let runner = InProcess::new(
-            self.model.clone(),
-            faulty,
-            policy,
-            self.retry_state.clone(),
-            upload,
-        )?;
-        Ok(Box::new(runner))
+        faulty
     }
+}
+
+/// The sum of `counters` (every faulty backend a factory made).
+pub(crate) fn summed(counters: &Arc<Mutex<Vec<FaultCounter>>>) -> FaultCounter {
+    let counters = counters.clone();
+    Arc::new(move || {
+        counters
+            .lock()
+            .iter()
+            .fold(FaultTotals::default(), |sum, read| sum.plus(&read()))
+    })
 }
 
 impl RunnerFactory for LocalRunners {

@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use hipinfer::backend::BackendChoice;
 use hipinfer::chaos::{run_generation_campaign, GenerationChaosConfig};
-use hipinfer::generation::{GenerationConfig, GenerationEngine, LocalOptions};
-use hipinfer::isolation::Isolation;
+use hipinfer::generation::{GenerationConfig, GenerationEngine, RunnerOptions};
+use hipinfer::isolation::{Isolation, WorkerConfig};
 use hipinfer::retry::RetryConfig;
 use hipinfer::server;
 use prometheus::Registry;
@@ -31,13 +31,6 @@ fn config(
                 .into(),
         );
     }
-    if engine.isolation == Some(Isolation::Subprocess) {
-        return Err(
-            "--isolation subprocess is not available for language models yet: their \
-                    generations recover in this process (reset and re-prefill)"
-                .into(),
-        );
-    }
     let defaults = GenerationConfig::default();
     let config = GenerationConfig {
         max_total_tokens: args.max_total_tokens,
@@ -52,17 +45,30 @@ fn config(
     Ok(config)
 }
 
+/// The worker process of `--isolation subprocess` (`auto` and `in_process` keep the steps in
+/// this process: the language model runs on the CPU); its program from
+/// `HIPINFER_WORKER_PROGRAM` when set, else this binary.
+fn worker(engine: &EngineArgs) -> Option<WorkerConfig> {
+    (engine.isolation == Some(Isolation::Subprocess)).then(|| WorkerConfig {
+        program: std::env::var_os("HIPINFER_WORKER_PROGRAM").map(Into::into),
+        ..WorkerConfig::default()
+    })
+}
+
 fn open(
     common: &Common,
+    engine: &EngineArgs,
     config: GenerationConfig,
     registry: &Registry,
 ) -> Result<GenerationEngine, Failure> {
     let path = common.model.clone().unwrap_or_default();
-    let options = LocalOptions {
+    let options = RunnerOptions {
         threads: common.threads,
         retry: RetryConfig::from_env()?,
         faults: None,
         seed: None,
+        worker: worker(engine),
+        step_timeout: engine.step_timeout,
     };
     Ok(GenerationEngine::open(
         &path,
@@ -74,7 +80,7 @@ fn open(
 
 pub fn serve(args: ServeArgs) -> Result<ExitCode, Failure> {
     let config = config(&args.common, &args.engine, &args.generation)?;
-    let engine = open(&args.common, config, &Registry::new())?;
+    let engine = open(&args.common, &args.engine, config, &Registry::new())?;
     let server_config = crate::serve::server_config(&args)?;
     let what = format!("{} (generation)", engine.model().path().display());
     crate::serve::run(server_config, &what, |listener, config, shutdown| {
@@ -83,15 +89,18 @@ pub fn serve(args: ServeArgs) -> Result<ExitCode, Failure> {
 }
 
 pub fn chaos(args: ChaosArgs) -> Result<ExitCode, Failure> {
-    if args.abort_rate > 0.0
-        || args.abort_on_fault
-        || args.hang_rate > 0.0
-        || args.real_fault_rate > 0.0
+    if args.abort_on_fault || args.real_fault_rate > 0.0 {
+        return Err(
+            "--abort-on-fault and --real-fault-rate are not available for language models yet \
+             (--abort-rate and --hang-rate are, with --isolation subprocess)"
+                .into(),
+        );
+    }
+    if (args.abort_rate > 0.0 || args.hang_rate > 0.0)
+        && args.engine.isolation != Some(Isolation::Subprocess)
     {
         return Err(
-            "aborts, hangs and real faults need a worker process: not available for \
-                    language models yet (transient, oom and reset faults are)"
-                .into(),
+            "aborts and hangs take the process down: they need --isolation subprocess".into(),
         );
     }
     let engine = config(&args.common, &args.engine, &args.generation)?;
@@ -107,9 +116,17 @@ pub fn chaos(args: ChaosArgs) -> Result<ExitCode, Failure> {
         transient_rate: args.faults.transient_rate,
         oom_rate: args.faults.oom_rate,
         reset_rate: args.faults.reset_rate,
+        abort_rate: args.abort_rate,
+        hang_rate: args.hang_rate,
         sticky_scope: args.faults.sticky_scope,
         domain: hipinfer::backend::FaultDomain::process(),
         request_timeout: std::time::Duration::from_secs(600),
+        // A campaign restarts as many workers as its faults kill.
+        worker: worker(&args.engine).map(|w| WorkerConfig {
+            max_restarts: u32::MAX,
+            ..w
+        }),
+        step_timeout: args.engine.step_timeout,
     };
     let progress = Progress::new("chaos");
     progress.note("reference run (no faults), then the faulty run");
@@ -134,7 +151,7 @@ pub fn bench_streams(args: crate::args::BenchArgs) -> Result<ExitCode, Failure> 
     let mut config = config(&args.common, &args.engine, &args.generation_defaults())?;
     config.max_running = config.max_running.max(args.streams);
     config.max_total_tokens = Some(args.streams.max(1) * (args.prompt_tokens + args.gen_tokens));
-    let engine = open(&args.common, config, &Registry::new())?;
+    let engine = open(&args.common, &args.engine, config, &Registry::new())?;
     let base = engine.model().tokenizer().encode(
         "The quick brown fox jumps over the lazy dog while the engine counts every token. ",
     )?;
