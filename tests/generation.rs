@@ -7,18 +7,13 @@
 mod support;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use hipinfer::backend::{
-    Backend, CpuBackend, FaultAction, FaultDomain, FaultPlan, FaultyBackend, StickyScope,
+    CpuBackend, FaultAction, FaultDomain, FaultPlan, FaultyBackend, StickyScope,
 };
-use hipinfer::generation::{
-    local_runners, Finished, GenerationConfig, GenerationEngine, GenerationError, GenerationEvent,
-};
-use hipinfer::llm::{FinishReason, GenerateRequest, Generator, LanguageModel, SamplingParams};
-use hipinfer::retry::{RetryConfig, RetryPolicy, RetryState};
-use hipinfer::{HipError, Op};
-use prometheus::Registry;
+use hipinfer::generation::{GenerationConfig, GenerationError, GenerationEvent};
+use hipinfer::llm::{FinishReason, GenerateRequest, Generator};
+use hipinfer::Op;
 use support::gate::{Gate, Gated};
 use support::generation::{
     alone, cpu_engine, engine, requests, same_tokens, tiny, together, unused_token,

@@ -159,6 +159,16 @@ async fn completions_answered_and_streamed_give_the_engines_text() {
         comments.iter().any(|c| c.starts_with("hipinfer-retry {")),
         "{comments:?}"
     );
+
+    // `ignore_eos` (vLLM's extension): max_tokens tokens whatever the model's end tokens, as
+    // the engine gives with its stop tokens ignored.
+    let mut all = body.clone();
+    all["max_tokens"] = json!(40);
+    all["ignore_eos"] = json!(true);
+    let (status, answer) = server.json("/v1/completions", &all).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["usage"]["completion_tokens"], 40);
+    assert_eq!(answer["choices"][0]["finish_reason"], "length");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -213,6 +223,7 @@ async fn unsupported_fields_are_named_and_the_operations_routes_answer() {
         (json!({"prompt": "a", "max_tokens": 1000}), "max_tokens"),
         (json!({"prompt": ["a", "b"]}), "prompt"),
         (json!({"max_tokens": 3}), "prompt"),
+        (json!({"prompt": "a", "ignore_eos": "yes"}), "ignore_eos"),
     ] {
         let (status, answer) = server.json("/v1/completions", &body).await;
         assert_eq!(status, 422, "{body}: {answer}");

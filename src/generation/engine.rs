@@ -371,6 +371,8 @@ impl GenerationEngine {
             seed: options.seed,
             rows,
         };
+        // A bad retry policy is the caller's error, here, wherever the steps run.
+        let policy = spec(0).policy().map_err(|e| validation("retry", e))?;
         if let Some(worker) = &options.worker {
             let rows = config.total_tokens(model.config().context_length);
             let timeout = options.step_timeout.unwrap_or(Duration::from_secs(30));
@@ -394,27 +396,14 @@ impl GenerationEngine {
                 })
             });
         }
-        let state = spec(0)
+        let spec = spec(0);
+        let state = spec
             .retry_state(&registry)
             .map_err(|reason| GenerationError::Unhealthy { reason })?;
-        let open_model = model.clone();
-        let faults = options.faults.clone();
-        let spec = spec(0);
-        let mut made = None;
-        let result = Self::start(model, config, registry, |rows| {
-            let decoders =
-                LocalDecoders::new(open_model, DecoderSpec { rows, ..spec }, faults, state);
-            match decoders {
-                Ok(decoders) => decoders.into_maker(),
-                Err(message) => {
-                    made = Some(message.clone());
-                    Box::new(move || Err(StepFailure::fatal("retry", message.clone())))
-                }
-            }
-        });
-        match made {
-            Some(message) => Err(validation("retry", message)),
-            None => result,
-        }
+        let (open_model, faults) = (model.clone(), options.faults.clone());
+        Self::start(model, config, registry, move |rows| {
+            let spec = DecoderSpec { rows, ..spec };
+            LocalDecoders::new(open_model, spec, faults, policy, state).into_maker()
+        })
     }
 }

@@ -318,8 +318,8 @@ fn start_serving(start: &WorkerStart, writer: &Writer) -> Result<Serving, StartF
             let model =
                 Arc::new(LanguageModel::open(&spec.model).map_err(|e| permanent(e.to_string()))?);
             let state = spec.retry_state(&registry).map_err(permanent)?;
-            let decoders = LocalDecoders::new(model, spec, faults, state.clone())
-                .map_err(permanent)?
+            let policy = spec.policy().map_err(permanent)?;
+            let decoders = LocalDecoders::new(model, spec, faults, policy, state.clone())
                 .seed_offset(start.incarnation)
                 .notifier(notifier);
             let runner = decoders

@@ -39,6 +39,13 @@ pub struct DecoderSpec {
 }
 
 impl DecoderSpec {
+    /// The retry policy of `retry` (a bad one is a clear error).
+    pub fn policy(&self) -> Result<Arc<RetryPolicy>, String> {
+        RetryPolicy::new(self.retry.clone())
+            .map(Arc::new)
+            .map_err(|e| format!("retry: {e}"))
+    }
+
     /// The retry layer's shared state for runners of this spec, its metrics in `registry`.
     pub fn retry_state(&self, registry: &Registry) -> Result<RetryState, String> {
         let mut builder = RetryState::builder().registry(registry.clone());
@@ -75,15 +82,16 @@ impl std::fmt::Debug for LocalDecoders {
 }
 
 impl LocalDecoders {
-    /// A factory of runners of `spec` on `model` (opened from `spec.model`), with faults.
+    /// A factory of runners of `spec` on `model` (opened from `spec.model`), with faults,
+    /// their calls retried by `policy` (made from `spec.retry`: [`DecoderSpec::policy`]).
     pub fn new(
         model: Arc<LanguageModel>,
         spec: DecoderSpec,
         faults: Option<FaultPlan>,
+        policy: Arc<RetryPolicy>,
         state: RetryState,
-    ) -> Result<Self, String> {
-        let policy = Arc::new(RetryPolicy::new(spec.retry.clone()).map_err(|e| e.to_string())?);
-        Ok(LocalDecoders {
+    ) -> Self {
+        LocalDecoders {
             model,
             spec,
             faults,
@@ -93,7 +101,7 @@ impl LocalDecoders {
             notifier: None,
             made: AtomicU64::new(0),
             counters: Arc::default(),
-        })
+        }
     }
 
     /// Seeds the faults of this factory's backends `offset` further (a worker's incarnation).

@@ -220,9 +220,9 @@ pub(crate) struct FaultWrapping<'a> {
 }
 
 impl FaultWrapping<'_> {
-    pub fn wrap<B: Backend<Error = HipError>>(&self, backend: B, n: u64) -> Arc<FaultyBackend<B>>
+    pub fn wrap<B>(&self, backend: B, n: u64) -> Arc<FaultyBackend<B>>
     where
-        B: 'static,
+        B: Backend<Error = HipError> + 'static,
     {
         let mut plan = self.plan.clone();
         plan.seed = plan

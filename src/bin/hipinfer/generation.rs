@@ -16,7 +16,7 @@ use crate::progress::Progress;
 use crate::Failure;
 
 /// What the flags set of the generation engine, and the refusals of what it cannot do yet.
-fn config(
+pub fn config(
     common: &Common,
     engine: &EngineArgs,
     args: &GenerationArgs,
@@ -55,7 +55,7 @@ fn worker(engine: &EngineArgs) -> Option<WorkerConfig> {
     })
 }
 
-fn open(
+pub fn open(
     common: &Common,
     engine: &EngineArgs,
     config: GenerationConfig,
@@ -137,74 +137,4 @@ pub fn chaos(args: ChaosArgs) -> Result<ExitCode, Failure> {
     } else {
         ExitCode::FAILURE
     })
-}
-
-/// `bench --model FILE.gguf --streams N`: one stream alone, then N at once, each `--gen-tokens`
-/// after a `--prompt-tokens` prompt of its own; one JSON line with both decode rates, their
-/// ratio and the time to first token under load.
-pub fn bench_streams(args: crate::args::BenchArgs) -> Result<ExitCode, Failure> {
-    use hipinfer::llm::GenerateRequest;
-    use std::time::Instant;
-    if args.prompt_tokens == 0 || args.gen_tokens == 0 {
-        return Err("--prompt-tokens and --gen-tokens must be at least 1".into());
-    }
-    let mut config = config(&args.common, &args.engine, &args.generation_defaults())?;
-    config.max_running = config.max_running.max(args.streams);
-    config.max_total_tokens = Some(args.streams.max(1) * (args.prompt_tokens + args.gen_tokens));
-    let engine = open(&args.common, &args.engine, config, &Registry::new())?;
-    let base = engine.model().tokenizer().encode(
-        "The quick brown fox jumps over the lazy dog while the engine counts every token. ",
-    )?;
-    let request = |i: usize| {
-        // Each stream's prompt differs (its first token), so no two are the same sequence.
-        let mut prompt: Vec<u32> = base
-            .iter()
-            .copied()
-            .cycle()
-            .take(args.prompt_tokens)
-            .collect();
-        prompt[0] = base[i % base.len()];
-        GenerateRequest {
-            ignore_stop_tokens: true,
-            ..GenerateRequest::greedy(prompt, args.gen_tokens)
-        }
-    };
-    let run = |n: usize| -> Result<(f64, Vec<f64>), Failure> {
-        let started = Instant::now();
-        let streams: Vec<_> = (0..n)
-            .map(|i| engine.submit(request(i)))
-            .collect::<Result<_, _>>()?;
-        let mut ttft = Vec::new();
-        let mut generated = 0;
-        for stream in streams {
-            let done = stream.wait()?;
-            ttft.push(done.time_to_first_token.as_secs_f64() * 1e3);
-            generated += done.generated_ids.len();
-        }
-        ttft.sort_by(f64::total_cmp);
-        Ok((generated as f64 / started.elapsed().as_secs_f64(), ttft))
-    };
-    run(1)?; // warm-up
-    let (single, _) = run(1)?;
-    let (aggregate, ttft) = run(args.streams)?;
-    let device = engine.device();
-    let round = |v: f64| (v * 10.0).round() / 10.0;
-    println!(
-        "{}",
-        serde_json::json!({
-            "model": engine.model().path().display().to_string(),
-            "cpu": device.as_ref().map(|d| d.name.clone()),
-            "arch": device.as_ref().map(|d| d.arch.clone()),
-            "threads": device.as_ref().map(|d| d.compute_units),
-            "prompt_tokens": args.prompt_tokens,
-            "gen_tokens": args.gen_tokens,
-            "streams": args.streams,
-            "single_stream_tokens_per_second": round(single),
-            "aggregate_tokens_per_second": round(aggregate),
-            "aggregate_over_single": (aggregate / single * 100.0).round() / 100.0,
-            "ms_to_first_token_p50": round(hipinfer::chaos::percentile(&ttft, 0.5)),
-            "ms_to_first_token_p99": round(hipinfer::chaos::percentile(&ttft, 0.99)),
-        })
-    );
-    Ok(ExitCode::SUCCESS)
 }

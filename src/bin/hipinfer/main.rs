@@ -3,6 +3,7 @@
 
 mod args;
 mod bench_engine;
+mod bench_streams;
 mod chaos;
 mod generate;
 mod generation;
@@ -38,7 +39,7 @@ fn main() -> ExitCode {
         Command::Embed(args) => model::embed(args),
         Command::Bench(args) if generate::is_gguf(args.common.model.as_deref()) => {
             if args.streams > 0 {
-                generation::bench_streams(args)
+                bench_streams::bench_streams(args)
             } else {
                 generate::bench(args)
             }

@@ -18,10 +18,14 @@ pub struct CompletionBody {
     pub stop: Vec<String>,
     pub stream: bool,
     pub include_usage: bool,
+    /// Generate `max_tokens` even past the model's end-of-sequence tokens (vLLM's extension of
+    /// the same name; benchmarks use it so every stream is as long as asked).
+    pub ignore_eos: bool,
 }
 
 /// Fields read by both routes.
-const COMMON: [&str; 12] = [
+const COMMON: [&str; 13] = [
+    "ignore_eos",
     "model",
     "max_tokens",
     "temperature",
@@ -165,6 +169,11 @@ fn common(
         }
         Some(_) => return Err(invalid("stream_options", "must be an object")),
     };
+    let ignore_eos = match map.get("ignore_eos") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(invalid("ignore_eos", "must be true or false")),
+    };
     if include_usage && !stream {
         return Err(invalid(
             "stream_options",
@@ -179,6 +188,7 @@ fn common(
         stop,
         stream,
         include_usage,
+        ignore_eos,
     })
 }
 

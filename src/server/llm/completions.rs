@@ -74,7 +74,7 @@ async fn complete(app: LlmState, request: Request<Body>, kind: Kind) -> Response
         sampling: body.sampling.clone(),
         stop: body.stop.clone(),
         context_length: None,
-        ignore_stop_tokens: false,
+        ignore_stop_tokens: body.ignore_eos,
     };
     let stream = match app.engine.submit(request) {
         Ok(stream) => stream,
