@@ -94,7 +94,7 @@ fn a_request_that_kills_its_worker_every_time_fails_alone() {
     requests[0].prompt_ids.push(poison);
     for (action, reason, timeout) in [
         (FaultAction::Abort, "signal", Duration::from_secs(60)),
-        (FaultAction::Hang, "timeout", Duration::from_millis(400)),
+        (FaultAction::Hang, "timeout", Duration::from_secs(1)),
     ] {
         let engine = isolated(
             &path,
