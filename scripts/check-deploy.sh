@@ -13,25 +13,10 @@ if [ ! -f "$model/model.safetensors" ]; then
     echo "note: $model is missing (scripts/fetch-model.sh), so the live /metrics check was skipped"
     exit 0
 fi
-# HIPINFER_BIN: a hipinfer binary already built (scripts/test.sh passes the one its tests built).
-bin="${HIPINFER_BIN:-}"
-if [ -z "$bin" ]; then
-    cargo build --quiet --bin hipinfer
-    bin=./target/debug/hipinfer
-fi
-log="$(mktemp)"
+. scripts/client-lib.sh
+bin="$(hipinfer_bin)"
 # As the Kubernetes example runs it: the backend in a supervised worker process.
-"$bin" serve --backend cpu --isolation subprocess --host 127.0.0.1 --port 0 --model "$model" 2>"$log" &
-server=$!
-trap 'kill "$server" 2>/dev/null || true; rm -f "$log"' EXIT
-address=""
-for _ in $(seq 1 600); do
-    address="$(sed -n 's|.* at http://\(.*\)$|\1|p' "$log" | head -1)"
-    [ -n "$address" ] && break
-    kill -0 "$server" 2>/dev/null || { cat "$log"; echo "hipinfer serve exited"; exit 1; }
-    sleep 0.1
-done
-[ -n "$address" ] || { cat "$log"; echo "hipinfer serve did not start"; exit 1; }
+start_server "$bin" "$model" --isolation subprocess
 python3 - "$address" <<'PY'
 import json, sys, urllib.request
 base = "http://" + sys.argv[1]
@@ -43,6 +28,5 @@ open("/tmp/hipinfer-metrics.txt", "wb").write(urllib.request.urlopen(base + "/me
 PY
 promtool check metrics < /tmp/hipinfer-metrics.txt
 echo "metrics: $(grep -c '^hipinfer_' /tmp/hipinfer-metrics.txt) series pass promtool check metrics"
-kill -TERM "$server"
-wait "$server"
+stop_server
 echo "hipinfer serve stopped cleanly on SIGTERM"

@@ -1,5 +1,6 @@
-# Shared by scripts/client-compat.sh and scripts/client-compat-llm.sh (sourced, not run): the
-# hipinfer binary, the client venv, and a `hipinfer serve` on a free local port.
+# Shared by scripts/client-compat.sh, scripts/client-compat-llm.sh and scripts/check-deploy.sh
+# (sourced, not run): the hipinfer binary, the client venv, and a `hipinfer serve` on a free
+# local port.
 
 # HIPINFER_BIN, or the debug build.
 hipinfer_bin() {
@@ -23,11 +24,11 @@ client_venv() {
     echo "$venv"
 }
 
-# Starts `$1 serve --backend cpu --host 127.0.0.1 --port 0 --model $2` and waits for its
-# address: sets `server` (the pid) and `address`; a trap kills it on exit.
+# Starts `$1 serve --backend cpu --host 127.0.0.1 --port 0 --model $2 [more flags...]` and waits
+# for its address: sets `server` (the pid) and `address`; a trap kills it on exit.
 start_server() {
     server_log="$(mktemp)"
-    "$1" serve --backend cpu --host 127.0.0.1 --port 0 --model "$2" 2>"$server_log" &
+    "$1" serve --backend cpu --host 127.0.0.1 --port 0 --model "$2" "${@:3}" 2>"$server_log" &
     server=$!
     trap 'kill "$server" 2>/dev/null || true; rm -f "$server_log"' EXIT
     address=""

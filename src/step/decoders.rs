@@ -8,20 +8,18 @@
 #![allow(clippy::result_large_err)]
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use parking_lot::Mutex;
 use prometheus::Registry;
 use serde::{Deserialize, Serialize};
 
-use crate::backend::{CpuBackend, FaultNotifier, FaultPlan, FaultyBackend};
+use crate::backend::{CpuBackend, FaultNotifier, FaultPlan};
 use crate::llm::LanguageModel;
 use crate::retry::{RetryConfig, RetryPolicy, RetryState};
 
 use super::contract::StepFailure;
 use super::decode::{DecodeRunner, LocalDecoder, RunnerMaker};
-use super::local::{summed, FaultCounter, FaultWrapping};
+use super::local::{FaultCounter, FaultInjection, Wrapped};
 
 /// Everything a language model's runner needs but the faults to inject.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -63,20 +61,16 @@ impl DecoderSpec {
 pub struct LocalDecoders {
     model: Arc<LanguageModel>,
     spec: DecoderSpec,
-    faults: Option<FaultPlan>,
+    faults: FaultInjection,
     policy: Arc<RetryPolicy>,
     state: RetryState,
-    seed_offset: u64,
-    notifier: Option<FaultNotifier>,
-    made: AtomicU64,
-    counters: Arc<Mutex<Vec<FaultCounter>>>,
 }
 
 impl std::fmt::Debug for LocalDecoders {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LocalDecoders")
             .field("spec", &self.spec)
-            .field("faults", &self.faults)
+            .field("faults", &self.faults.plan())
             .finish_non_exhaustive()
     }
 }
@@ -94,25 +88,21 @@ impl LocalDecoders {
         LocalDecoders {
             model,
             spec,
-            faults,
+            faults: FaultInjection::new(faults),
             policy,
             state,
-            seed_offset: 0,
-            notifier: None,
-            made: AtomicU64::new(0),
-            counters: Arc::default(),
         }
     }
 
     /// Seeds the faults of this factory's backends `offset` further (a worker's incarnation).
     pub fn seed_offset(mut self, offset: u64) -> Self {
-        self.seed_offset = offset;
+        self.faults.set_seed_offset(offset);
         self
     }
 
     /// Tells `notifier` just before an injected abort or hang.
     pub fn notifier(mut self, notifier: FaultNotifier) -> Self {
-        self.notifier = Some(notifier);
+        self.faults.set_notifier(notifier);
         self
     }
 
@@ -122,8 +112,7 @@ impl LocalDecoders {
 
     /// The sum of the fault counters of every backend made (`None` without faults).
     pub fn fault_counter(&self) -> Option<FaultCounter> {
-        self.faults.as_ref()?;
-        Some(summed(&self.counters))
+        self.faults.counter()
     }
 
     /// A fresh runner: a CPU backend with the weights uploaded and an empty cache.
@@ -134,7 +123,6 @@ impl LocalDecoders {
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
         let cpu = CpuBackend::with_threads(threads)
             .map_err(|e| StepFailure::fatal("backend", e.to_string()))?;
-        let n = self.made.fetch_add(1, Ordering::Relaxed);
         self.state.breaker().reset();
         let (model, policy, state, rows) = (
             self.model.clone(),
@@ -142,22 +130,9 @@ impl LocalDecoders {
             self.state.clone(),
             self.spec.rows,
         );
-        let runner: Box<dyn DecodeRunner> = match &self.faults {
-            None => Box::new(LocalDecoder::new(
-                model,
-                FaultyBackend::passthrough(cpu),
-                policy,
-                state,
-                rows,
-            )?),
-            Some(plan) => {
-                let faulty = FaultWrapping {
-                    plan,
-                    seed_offset: self.seed_offset,
-                    notifier: self.notifier.as_ref(),
-                    counters: &self.counters,
-                }
-                .wrap(cpu, n);
+        let runner: Box<dyn DecodeRunner> = match self.faults.wrap(cpu) {
+            Wrapped::Bare(cpu) => Box::new(LocalDecoder::new(model, cpu, policy, state, rows)?),
+            Wrapped::Faulty(faulty) => {
                 Box::new(LocalDecoder::new(model, faulty, policy, state, rows)?)
             }
         };

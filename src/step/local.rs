@@ -89,21 +89,16 @@ pub fn retry_state(spec: &RunnerSpec, registry: &Registry) -> Result<RetryState,
 /// each backend is wrapped in a `FaultyBackend` seeded apart (`seed + offset + n` for the n-th).
 pub struct LocalRunners {
     spec: RunnerSpec,
-    faults: Option<FaultPlan>,
+    faults: FaultInjection,
     model: Arc<Model>,
     retry_state: RetryState,
-    seed_offset: u64,
-    notifier: Option<FaultNotifier>,
-    made: AtomicU64,
-    /// The fault counters of every faulty backend made so far.
-    counters: Arc<Mutex<Vec<FaultCounter>>>,
 }
 
 impl std::fmt::Debug for LocalRunners {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LocalRunners")
             .field("spec", &self.spec)
-            .field("faults", &self.faults)
+            .field("faults", &self.faults.plan())
             .finish_non_exhaustive()
     }
 }
@@ -117,25 +112,21 @@ impl LocalRunners {
     ) -> Self {
         LocalRunners {
             spec,
-            faults,
+            faults: FaultInjection::new(faults),
             model,
             retry_state,
-            seed_offset: 0,
-            notifier: None,
-            made: AtomicU64::new(0),
-            counters: Arc::default(),
         }
     }
 
     /// Seeds the faults of this factory's backends `offset` further (a worker's incarnation).
     pub fn seed_offset(mut self, offset: u64) -> Self {
-        self.seed_offset = offset;
+        self.faults.set_seed_offset(offset);
         self
     }
 
     /// Tells `notifier` just before an injected abort or hang.
     pub fn notifier(mut self, notifier: FaultNotifier) -> Self {
-        self.notifier = Some(notifier);
+        self.faults.set_notifier(notifier);
         self
     }
 
@@ -149,13 +140,12 @@ impl LocalRunners {
 
     /// Whether the runners inject faults.
     pub fn injects_faults(&self) -> bool {
-        self.faults.is_some()
+        self.faults.plan().is_some()
     }
 
     /// The sum of the fault counters of every backend this factory made (`None` without faults).
     pub fn fault_counter(&self) -> Option<FaultCounter> {
-        self.faults.as_ref()?;
-        Some(summed(&self.counters))
+        self.faults.counter()
     }
 
     /// Opens a backend and puts the model on it: a fresh runner (its breaker closed).
@@ -180,57 +170,77 @@ impl LocalRunners {
             RetryPolicy::new(self.spec.retry.clone())
                 .map_err(|e| StepFailure::fatal("retry", e.to_string()))?,
         );
-        let upload = self.spec.upload();
-        let n = self.made.fetch_add(1, Ordering::Relaxed);
-        let Some(plan) = &self.faults else {
-            let runner = InProcess::new(
-                self.model.clone(),
-                backend,
-                policy,
-                self.retry_state.clone(),
-                upload,
-            )?;
-            return Ok(Box::new(runner));
-        };
-        let faulty = FaultWrapping {
-            plan,
-            seed_offset: self.seed_offset,
-            notifier: self.notifier.as_ref(),
-            counters: &self.counters,
-        }
-        .wrap(backend, n);
-        let runner = InProcess::new(
+        let (model, state, upload) = (
             self.model.clone(),
-            faulty,
-            policy,
             self.retry_state.clone(),
-            upload,
-        )?;
-        Ok(Box::new(runner))
+            self.spec.upload(),
+        );
+        Ok(match self.faults.wrap(backend) {
+            Wrapped::Bare(backend) => {
+                Box::new(InProcess::new(model, backend, policy, state, upload)?)
+            }
+            Wrapped::Faulty(faulty) => {
+                Box::new(InProcess::new(model, faulty, policy, state, upload)?)
+            }
+        })
     }
 }
 
-/// How a factory of this process wraps its `n`-th backend in a `FaultyBackend`: seeded apart
-/// (`seed + offset + n·φ`), telling `notifier` of aborts and hangs, its counters kept.
-pub(crate) struct FaultWrapping<'a> {
-    pub plan: &'a FaultPlan,
-    pub seed_offset: u64,
-    pub notifier: Option<&'a FaultNotifier>,
-    pub counters: &'a Mutex<Vec<FaultCounter>>,
+/// How a factory of this process injects faults: each backend it makes wrapped in a
+/// `FaultyBackend` seeded apart (`seed + offset + n·φ` for the n-th), telling `notifier` of
+/// aborts and hangs, every one's counters kept for [`FaultInjection::counter`].
+#[derive(Default)]
+pub(crate) struct FaultInjection {
+    plan: Option<FaultPlan>,
+    seed_offset: u64,
+    notifier: Option<FaultNotifier>,
+    made: AtomicU64,
+    counters: Arc<Mutex<Vec<FaultCounter>>>,
 }
 
-impl FaultWrapping<'_> {
-    pub fn wrap<B>(&self, backend: B, n: u64) -> Arc<FaultyBackend<B>>
+/// A backend for a runner: as it is (no faults to inject), or wrapped.
+pub(crate) enum Wrapped<B> {
+    Bare(B),
+    Faulty(Arc<FaultyBackend<B>>),
+}
+
+impl FaultInjection {
+    pub fn new(plan: Option<FaultPlan>) -> Self {
+        FaultInjection {
+            plan,
+            ..FaultInjection::default()
+        }
+    }
+
+    pub fn plan(&self) -> Option<&FaultPlan> {
+        self.plan.as_ref()
+    }
+
+    pub fn set_seed_offset(&mut self, offset: u64) {
+        self.seed_offset = offset;
+    }
+
+    pub fn set_notifier(&mut self, notifier: FaultNotifier) {
+        self.notifier = Some(notifier);
+    }
+
+    /// `backend` for the next runner: wrapped in a `FaultyBackend` of its own seed when there
+    /// are faults to inject.
+    pub fn wrap<B>(&self, backend: B) -> Wrapped<B>
     where
         B: Backend<Error = HipError> + 'static,
     {
-        let mut plan = self.plan.clone();
+        let Some(plan) = &self.plan else {
+            return Wrapped::Bare(backend);
+        };
+        let n = self.made.fetch_add(1, Ordering::Relaxed);
+        let mut plan = plan.clone();
         plan.seed = plan
             .seed
             .wrapping_add(self.seed_offset)
             .wrapping_add(n.wrapping_mul(0x9e37_79b9));
         let mut faulty = FaultyBackend::new(backend, plan);
-        if let Some(notifier) = self.notifier {
+        if let Some(notifier) = &self.notifier {
             faulty = faulty.with_notifier(notifier.clone());
         }
         let faulty = Arc::new(faulty);
@@ -241,19 +251,20 @@ impl FaultWrapping<'_> {
             aborts: 0,
             hangs: counts.hangs(),
         }));
-        faulty
+        Wrapped::Faulty(faulty)
     }
-}
 
-/// The sum of `counters` (every faulty backend a factory made).
-pub(crate) fn summed(counters: &Arc<Mutex<Vec<FaultCounter>>>) -> FaultCounter {
-    let counters = counters.clone();
-    Arc::new(move || {
-        counters
-            .lock()
-            .iter()
-            .fold(FaultTotals::default(), |sum, read| sum.plus(&read()))
-    })
+    /// The sum of the fault counters of every backend wrapped so far (`None` without faults).
+    pub fn counter(&self) -> Option<FaultCounter> {
+        self.plan.as_ref()?;
+        let counters = self.counters.clone();
+        Some(Arc::new(move || {
+            counters
+                .lock()
+                .iter()
+                .fold(FaultTotals::default(), |sum, read| sum.plus(&read()))
+        }))
+    }
 }
 
 impl RunnerFactory for LocalRunners {
