@@ -10,7 +10,9 @@ use std::hint::black_box;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use faer::linalg::matmul::matmul;
 use faer::{Accum, MatMut, MatRef, Par};
-use hipinfer::backend::{Activation, Backend, CpuBackend, CpuBuffer, Kernel};
+use hipinfer::backend::{
+    Activation, Backend, CpuBackend, CpuBuffer, Kernel, QuantFormat, QuantPath, VALUES_PER_BLOCK,
+};
 
 fn threads() -> usize {
     std::env::var("HIPINFER_BENCH_THREADS")
@@ -194,5 +196,72 @@ fn other_kernels(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, gemm, other_kernels);
+/// The decoder's block-format products at SmolLM2's shapes (k, n), for one decoding sequence
+/// and for 16 decoded together: the fused path a decode step spends its time in.
+fn quant_matmul(c: &mut Criterion) {
+    let backend = CpuBackend::with_threads(threads()).unwrap();
+    let mut group = c.benchmark_group("quant_matmul");
+    let shapes = [
+        (QuantFormat::Q4_1, 576, 1536),
+        (QuantFormat::Q4_1, 1536, 576),
+        (QuantFormat::Q4_1, 576, 576),
+        (QuantFormat::Q8_0, 576, 49152),
+    ];
+    for (format, k, n) in shapes {
+        // Blocks whose scales (f16 0x2000, about 0.008) and quants are ordinary numbers.
+        let block: Vec<u8> = (0..format.block_bytes())
+            .map(|i| if i % 2 == 0 { 0x00 } else { 0x20 })
+            .collect();
+        let blocks = n * k / VALUES_PER_BLOCK;
+        let gguf: Vec<u8> = block
+            .iter()
+            .copied()
+            .cycle()
+            .take(blocks * block.len())
+            .collect();
+        let row_bytes = format.row_bytes(k).unwrap();
+        let mut planar = gguf.clone();
+        for (row, out) in gguf
+            .chunks_exact(row_bytes)
+            .zip(planar.chunks_exact_mut(row_bytes))
+        {
+            format.to_planar(row, out);
+        }
+        planar.resize(planar.len().next_multiple_of(4), 0);
+        let words: Vec<u32> = planar
+            .chunks_exact(4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        let mut weight = backend.allocate(words.len()).unwrap();
+        backend.copy_to_device(&words, &mut weight).unwrap();
+        for m in [1, 16] {
+            let input = filled(&backend, m * k, 10);
+            let mut out = backend.allocate(m * n).unwrap();
+            group.throughput(Throughput::Elements((2 * m * n * k) as u64));
+            let label = format!("{format}_{m}x{k}x{n}");
+            group.bench_function(BenchmarkId::new("fused", &label), |b| {
+                b.iter(|| {
+                    backend
+                        .launch(Kernel::QuantMatmul {
+                            input: &input,
+                            weight: &weight,
+                            out: &mut out,
+                            first: 0,
+                            m,
+                            n,
+                            k,
+                            format,
+                            path: QuantPath::Fused,
+                        })
+                        .unwrap();
+                    backend.synchronize().unwrap();
+                    black_box(&out);
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, gemm, other_kernels, quant_matmul);
 criterion_main!(benches);

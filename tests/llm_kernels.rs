@@ -108,14 +108,15 @@ fn close(got: &[f32], want: &[f64], tolerance: f64, what: &str) {
 
 fn quant_matmul_matches_reference<B: Backend>(backend: &B, level: &str) {
     let mut rng = SmallRng::seed_from_u64(5);
-    // 300 rows: the many-row product widens 256 weight rows at a time (two pieces).
+    // 300 rows: the many-row product widens 256 weight rows at a time (two pieces); k 576:
+    // 18 blocks a row, more than the 16 scales the AVX-512 path widens at once.
     for (format, (n, k)) in QuantFormat::ALL
         .into_iter()
-        .flat_map(|f| [(f, (37, 96)), (f, (300, 64))])
+        .flat_map(|f| [(f, (37, 96)), (f, (300, 64)), (f, (40, 576))])
     {
         let (bytes, w) = encode(&mut rng, format, n, k);
         let weight = upload(backend, &planar_words(format, &bytes, k));
-        for m in [1, 2, 3, 5, 17] {
+        for m in [1, 2, 3, 5, 17, 27] {
             let x = random(&mut rng, m * k);
             let input = upload(backend, &x);
             let mut out = backend.allocate(m * n).unwrap();

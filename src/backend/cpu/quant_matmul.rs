@@ -1,10 +1,9 @@
 //! Products with weights in GGUF's block formats ([`QuantFormat`]), activations in f32.
 //!
 //! A few input rows (decoding: one token per sequence) take the fused path: each block of 32
-//! weights is decoded once into registers and multiplied with up to [`ROWS_PER_PASS`] input rows,
-//! its scale applied once per block (`d · Σ q·x + offset · Σ x`, the sums of `x` per block
-//! computed once per launch), so the weights stream from memory exactly once in their compact
-//! form. Many rows (a prompt) widen the weight to f32 once per launch, on the pool, and hand it
+//! weights is decoded into registers as the f32 weights it stands for (`d · q + offset`, exact)
+//! and multiplied with a tile of input rows, so the weights stream from memory in their compact
+//! form and are never written out widened. Many rows (a prompt) widen the weight to f32 once per launch, on the pool, and hand it
 //! to faer's GEMM, which the widening costs a `1/m` fraction of.
 
 use faer::linalg::matmul::matmul;
@@ -115,22 +114,17 @@ pub fn quant_matmul(
         return;
     }
     let blocks = k / VALUES_PER_BLOCK;
-    // Σ x per block of each input row, for the blocks' offsets.
-    let block_sums: Vec<f32> = input
-        .chunks_exact(VALUES_PER_BLOCK)
-        .map(|chunk| chunk.iter().sum())
-        .collect();
-    // Outputs column-major (`n × m`) so that each task owns a contiguous piece.
-    let mut columns = vec![0.0f32; n * m];
+    // Each task owns a contiguous piece of `pieces`: its weight rows' outputs, `m × rows`
+    // row-major, copied into their columns of `out` row by row at the end.
+    let mut pieces = vec![0.0f32; n * m];
     let task = |(index, piece): (usize, &mut [f32])| {
         let first = index * WEIGHT_ROWS_PER_TASK;
         let rows = piece.len() / m;
         let weight = &weight[first * row_bytes..(first + rows) * row_bytes];
-        if !quant_simd::dot_rows(format, weight, row_bytes, input, &block_sums, m, piece) {
+        if !quant_simd::dot_rows(format, weight, row_bytes, input, m, piece) {
             with_simd(FusedRows {
                 format,
                 input,
-                block_sums: &block_sums,
                 weight,
                 blocks,
                 m,
@@ -139,22 +133,23 @@ pub fn quant_matmul(
         }
     };
     if parallel && n > WEIGHT_ROWS_PER_TASK {
-        columns
+        pieces
             .par_chunks_mut(WEIGHT_ROWS_PER_TASK * m)
             .enumerate()
             .for_each(task);
     } else {
-        columns
+        pieces
             .chunks_mut(WEIGHT_ROWS_PER_TASK * m)
             .enumerate()
             .for_each(task);
     }
     if m == 1 {
-        out.copy_from_slice(&columns);
+        out.copy_from_slice(&pieces);
     } else {
-        for (j, values) in columns.chunks_exact(m).enumerate() {
-            for (i, v) in values.iter().enumerate() {
-                out[i * n + j] = *v;
+        for (index, piece) in pieces.chunks(WEIGHT_ROWS_PER_TASK * m).enumerate() {
+            let (first, rows) = (index * WEIGHT_ROWS_PER_TASK, piece.len() / m);
+            for (r, values) in piece.chunks_exact(rows).enumerate() {
+                out[r * n + first..][..rows].copy_from_slice(values);
             }
         }
     }
@@ -176,11 +171,10 @@ impl pulp::WithSimd for Widen<'_> {
     }
 }
 
-/// `out[j·m + i] = input_i · W_j` for the weight rows of one task (column-major outputs).
+/// `out[i·rows + j] = input_i · W_j` for the `rows` weight rows of one task.
 struct FusedRows<'a> {
     format: QuantFormat,
     input: &'a [f32],
-    block_sums: &'a [f32],
     weight: &'a [u8],
     blocks: usize,
     m: usize,
@@ -195,7 +189,6 @@ impl pulp::WithSimd for FusedRows<'_> {
         let FusedRows {
             format,
             input,
-            block_sums,
             weight,
             blocks,
             m,
@@ -203,18 +196,22 @@ impl pulp::WithSimd for FusedRows<'_> {
         } = self;
         let k = blocks * VALUES_PER_BLOCK;
         let row_bytes = blocks * format.block_bytes();
-        for (w_row, outs) in weight.chunks_exact(row_bytes).zip(out.chunks_exact_mut(m)) {
+        let w_rows = weight.len() / row_bytes;
+        for (j, w_row) in weight.chunks_exact(row_bytes).enumerate() {
             let mut first = 0;
             while first < m {
                 let rows = (m - first).min(ROWS_PER_PASS);
                 let x = &input[first * k..(first + rows) * k];
-                let sums = &block_sums[first * blocks..(first + rows) * blocks];
-                let outs = &mut outs[first..first + rows];
+                let mut values = [0.0f32; ROWS_PER_PASS];
+                let outs = &mut values[..rows];
                 match rows {
-                    1 => dot_rows::<1>(format, w_row, x, sums, blocks, outs),
-                    2 => dot_rows::<2>(format, w_row, x, sums, blocks, outs),
-                    3 => dot_rows::<3>(format, w_row, x, sums, blocks, outs),
-                    _ => dot_rows::<4>(format, w_row, x, sums, blocks, outs),
+                    1 => dot_rows::<1>(format, w_row, x, blocks, outs),
+                    2 => dot_rows::<2>(format, w_row, x, blocks, outs),
+                    3 => dot_rows::<3>(format, w_row, x, blocks, outs),
+                    _ => dot_rows::<4>(format, w_row, x, blocks, outs),
+                }
+                for (r, value) in outs.iter().enumerate() {
+                    out[(first + r) * w_rows + j] = *value;
                 }
                 first += rows;
             }
@@ -222,39 +219,40 @@ impl pulp::WithSimd for FusedRows<'_> {
     }
 }
 
-/// `outs[r] = x_r · w_row` for `R` input rows, each block decoded once.
-// `l` walks four fixed-size arrays in lock-step: the loops vectorise as one register each.
+/// `outs[r] = x_r · w_row` for `R` input rows, each block decoded once into its f32 weights;
+/// the values 0..16 and 16..32 of each block go to two accumulators of [`LANES`] lanes, summed
+/// lane by lane at the end (the order the vector paths keep too).
+// `l` walks fixed-size arrays in lock-step: the loops vectorise as one register each.
 #[allow(clippy::needless_range_loop)]
 #[inline(always)]
 fn dot_rows<const R: usize>(
     format: QuantFormat,
     w_row: &[u8],
     x: &[f32],
-    block_sums: &[f32],
     blocks: usize,
     outs: &mut [f32],
 ) {
     let k = blocks * VALUES_PER_BLOCK;
     let row = format.row(w_row, blocks);
-    let mut acc = [[0.0f32; LANES]; R];
-    let mut offsets = [0.0f32; R];
+    let mut low_acc = [[0.0f32; LANES]; R];
+    let mut high_acc = [[0.0f32; LANES]; R];
     for b in 0..blocks {
         let block = row.block(b);
-        let (low, high) = block.q.split_at(LANES);
+        let w: [f32; VALUES_PER_BLOCK] =
+            core::array::from_fn(|i| block.q[i].mul_add(block.d, block.offset));
+        let (low, high) = w.split_at(LANES);
         for r in 0..R {
             let xs = &x[r * k + b * VALUES_PER_BLOCK..][..VALUES_PER_BLOCK];
             let (x_low, x_high) = xs.split_at(LANES);
-            let mut t = [0.0f32; LANES];
             for l in 0..LANES {
-                t[l] = low[l].mul_add(x_low[l], high[l] * x_high[l]);
+                low_acc[r][l] = low[l].mul_add(x_low[l], low_acc[r][l]);
+                high_acc[r][l] = high[l].mul_add(x_high[l], high_acc[r][l]);
             }
-            for l in 0..LANES {
-                acc[r][l] = t[l].mul_add(block.d, acc[r][l]);
-            }
-            offsets[r] = block.offset.mul_add(block_sums[r * blocks + b], offsets[r]);
         }
     }
     for r in 0..R {
-        outs[r] = acc[r].iter().sum::<f32>() + offsets[r];
+        outs[r] = (0..LANES)
+            .map(|l| low_acc[r][l] + high_acc[r][l])
+            .sum::<f32>();
     }
 }

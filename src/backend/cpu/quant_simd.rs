@@ -4,14 +4,21 @@
 //! unpacking is spelled out: 16 bytes of nibbles, masked and shifted, widened (`vpmovzxbd`) and
 //! converted (`vcvtdq2ps`) into two vectors of 16 values (AVX-512) or four of 8 (AVX2).
 //!
-//! Rows are planar (see `backend::quant`): a row's block scales are widened once into a small
-//! array before its blocks are walked, and the minimums' share (`Σ_b offset_b · Σx_b`) is one
-//! dot product per row, so the loop over blocks only loads quants and multiplies.
+//! Rows are planar (see `backend::quant`): the block scales of a task's weight rows are widened
+//! once into small arrays before the blocks are walked. Each block is decoded into registers as
+//! the very f32 weights it stands for (`d · q + offset` in one fused multiply-add: exact, the
+//! products of a few-bit quant and an f16 fit f32's mantissa), then multiplied with a tile of
+//! input rows, two multiply-adds per 32 values and row. The input tile is the outer loop, so
+//! its rows stay in L1 while the task's compact weight rows stream past it.
+//!
+//! Every (weight row, input row) pair takes the same operations in the same order whatever tile
+//! it falls in (two accumulators, block after block, one fixed reduction), so a row gets the
+//! same bits in any batch.
 //!
 //! Only the integer formats (Q8_0, Q4_0, Q4_1) have a vector path; F32 and F16 weights, and
 //! CPUs without AVX2, take the portable loop of `quant_matmul`.
 
-use crate::backend::quant::{f16_to_f32, QuantFormat, Row, VALUES_PER_BLOCK};
+use crate::backend::quant::{f16_to_f32, QuantFormat, VALUES_PER_BLOCK};
 
 use super::level::{current, SimdLevel};
 
@@ -25,58 +32,82 @@ pub fn has_vector_path(format: QuantFormat) -> bool {
         )
 }
 
-/// A row's block scales and offsets widened to f32 (`value = d · q + offset`).
+/// Block scales and offsets widened to f32 (`value = d · q + offset`), `blocks` per weight row.
 struct Scales {
+    blocks: usize,
     d: Vec<f32>,
     offset: Vec<f32>,
 }
 
 impl Scales {
-    fn new(blocks: usize) -> Scales {
-        Scales {
-            d: vec![0.0; blocks],
-            offset: vec![0.0; blocks],
-        }
+    /// Widens the scales (and minimums) of every row of `weight` (planar rows of `row_bytes`):
+    /// branch-free loops over the planar arrays, which vectorise where this is inlined into a
+    /// vector context (unvectorised, this was a fifth of a batched decode step).
+    #[inline(always)]
+    fn of_rows(format: QuantFormat, weight: &[u8], row_bytes: usize) -> Scales {
+        Scales::of_rows_with(format, weight, row_bytes, halves_to_f32)
     }
 
-    /// Widens the row's scales (and minimums): branch-free loops over the planar arrays, so
-    /// they vectorise (this ran once per block before, a quarter of a short row's time).
+    /// [`Scales::of_rows`] with `halves` widening a run of little-endian f16 values.
     #[inline(always)]
-    fn fill(&mut self, row: &Row<'_>) {
-        let halves = |bytes: &[u8], out: &mut [f32]| {
-            for (o, h) in out.iter_mut().zip(bytes.chunks_exact(2)) {
-                *o = f16_to_f32(u16::from_le_bytes([h[0], h[1]]));
-            }
+    fn of_rows_with(
+        format: QuantFormat,
+        weight: &[u8],
+        row_bytes: usize,
+        halves: impl Fn(&[u8], &mut [f32]),
+    ) -> Scales {
+        let blocks = row_bytes / format.block_bytes();
+        let rows = weight.len() / row_bytes;
+        let mut scales = Scales {
+            blocks,
+            d: vec![0.0; rows * blocks],
+            offset: vec![0.0; rows * blocks],
         };
-        halves(row.scales, &mut self.d);
-        match row.format {
-            QuantFormat::Q4_1 => halves(row.mins, &mut self.offset),
-            QuantFormat::Q4_0 => {
-                for (o, d) in self.offset.iter_mut().zip(&self.d) {
-                    *o = -8.0 * d;
+        let rows_of = weight.chunks_exact(row_bytes);
+        let outs = scales
+            .d
+            .chunks_exact_mut(blocks)
+            .zip(scales.offset.chunks_exact_mut(blocks));
+        for (bytes, (d, offset)) in rows_of.zip(outs) {
+            let row = format.row(bytes, blocks);
+            halves(row.scales, d);
+            match format {
+                QuantFormat::Q4_1 => halves(row.mins, offset),
+                QuantFormat::Q4_0 => {
+                    for (o, d) in offset.iter_mut().zip(d.iter()) {
+                        *o = -8.0 * d;
+                    }
                 }
+                _ => {}
             }
-            _ => self.offset.fill(0.0),
         }
+        scales
     }
 
-    /// `Σ_b offset_b · sums_b`: the offsets' share of a row's dot product with one input row.
+    /// Row `j`'s scales and offsets.
     #[inline(always)]
-    fn offsets_dot(&self, sums: &[f32]) -> f32 {
-        self.offset.iter().zip(sums).map(|(o, s)| o * s).sum()
+    fn row(&self, j: usize) -> (&[f32], &[f32]) {
+        let range = j * self.blocks..(j + 1) * self.blocks;
+        (&self.d[range.clone()], &self.offset[range])
     }
 }
 
-/// `outs[j·m + r] = x_r · W_j` for the planar weight rows `weight` (rows of `row_bytes`), `m`
-/// input rows of `k` values, `block_sums` their Σ x per block. Returns `false` (nothing done)
-/// when this thread has no vector path for `format`.
-#[allow(clippy::too_many_arguments)]
+/// Little-endian f16 values (`bytes`) widened into `out`, branch-free (it vectorises).
+#[inline(always)]
+fn halves_to_f32(bytes: &[u8], out: &mut [f32]) {
+    for (o, h) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+        *o = f16_to_f32(u16::from_le_bytes([h[0], h[1]]));
+    }
+}
+
+/// `outs[r·rows + j] = x_r · W_j` for the `rows` planar weight rows `weight` (rows of `row_bytes`) and `m`
+/// input rows of `k` values. Returns `false` (nothing done) when this thread has no vector path
+/// for `format`.
 pub fn dot_rows(
     format: QuantFormat,
     weight: &[u8],
     row_bytes: usize,
     input: &[f32],
-    block_sums: &[f32],
     m: usize,
     outs: &mut [f32],
 ) -> bool {
@@ -90,17 +121,18 @@ pub fn dot_rows(
             weight,
             row_bytes,
             input,
-            block_sums,
             m,
             outs,
         };
         if current() >= SimdLevel::Avx512 {
             if let Some(v4) = pulp::x86::V4::try_new() {
-                return pulp::Simd::vectorize(v4, x86::Avx512(v4, job));
+                x86::run_avx512(v4, job);
+                return true;
             }
         }
         if let Some(v3) = pulp::x86::V3::try_new() {
-            return pulp::Simd::vectorize(v3, x86::Avx2(v3, job));
+            x86::run_avx2(v3, job);
+            return true;
         }
     }
     false
@@ -124,48 +156,44 @@ mod x86 {
 
     use pulp::x86::{V3, V4};
 
-    use super::{QuantFormat, Scales, VALUES_PER_BLOCK};
+    use super::{halves_to_f32, QuantFormat, Scales, VALUES_PER_BLOCK};
 
     pub struct Rows<'a> {
         pub format: QuantFormat,
         pub weight: &'a [u8],
         pub row_bytes: usize,
         pub input: &'a [f32],
-        pub block_sums: &'a [f32],
         pub m: usize,
         pub outs: &'a mut [f32],
     }
 
+    /// 16 bytes of nibbles as the 16 low ones (values 0..16 of the block) and the 16 high ones
+    /// (values 16..32).
     #[inline(always)]
-    fn bytes16(bytes: &[u8], at: usize) -> __m128i {
-        let mut array = [0u8; 16];
-        array.copy_from_slice(&bytes[at..at + 16]);
-        bytemuck::cast(array)
+    fn nibbles(v: &V3, packed: [u8; 16]) -> (__m128i, __m128i) {
+        let packed: __m128i = bytemuck::cast(packed);
+        let mask = v.sse2._mm_set1_epi8(0x0f);
+        let low = v.sse2._mm_and_si128(packed, mask);
+        let high = v
+            .sse2
+            ._mm_and_si128(v.sse2._mm_srli_epi16::<4>(packed), mask);
+        (low, high)
     }
 
-    /// A block's 32 quants (`bytes`: 32 signed bytes when `SIGNED`, Q8_0; else 16 bytes of
-    /// nibbles) as 16 low bytes and 16 high ones (values 0..16 and 16..32).
+    /// Block `b` of a row's quants (16-byte chunks) as its values 0..16 and 16..32, bytes.
     #[inline(always)]
-    fn block_quants<const SIGNED: bool>(v: &V3, bytes: &[u8]) -> (__m128i, __m128i) {
+    fn block_quants<const SIGNED: bool>(
+        v: &V3,
+        quants: &[[u8; 16]],
+        b: usize,
+    ) -> (__m128i, __m128i) {
         if SIGNED {
-            (bytes16(bytes, 0), bytes16(bytes, 16))
+            (
+                bytemuck::cast(quants[2 * b]),
+                bytemuck::cast(quants[2 * b + 1]),
+            )
         } else {
-            let packed = bytes16(bytes, 0);
-            let mask = v.sse2._mm_set1_epi8(0x0f);
-            let low = v.sse2._mm_and_si128(packed, mask);
-            let high = v
-                .sse2
-                ._mm_and_si128(v.sse2._mm_srli_epi16::<4>(packed), mask);
-            (low, high)
-        }
-    }
-
-    /// Bytes of a block's quants.
-    const fn quant_bytes(signed: bool) -> usize {
-        if signed {
-            32
-        } else {
-            16
+            nibbles(v, quants[b])
         }
     }
 
@@ -199,175 +227,202 @@ mod x86 {
         (v.avx._mm256_cvtepi32_ps(a), v.avx._mm256_cvtepi32_ps(b))
     }
 
-    #[inline(always)]
-    fn load16(xs: &[f32], at: usize) -> __m512 {
-        let mut array = [0f32; 16];
-        array.copy_from_slice(&xs[at..at + 16]);
-        bytemuck::cast(array)
+    /// The input rows split into tiles of 8, 4, 2 and 1 rows (at most `widest`): `(first, rows)`.
+    fn tiles(m: usize, widest: usize) -> impl Iterator<Item = (usize, usize)> {
+        let mut first = 0;
+        std::iter::from_fn(move || {
+            let left = m - first;
+            let rows = [8, 4, 2, 1]
+                .into_iter()
+                .find(|&r| r <= widest && r <= left)?;
+            first += rows;
+            Some((first - rows, rows))
+        })
     }
 
-    #[inline(always)]
-    fn load8(xs: &[f32], at: usize) -> __m256 {
-        let mut array = [0f32; 8];
-        array.copy_from_slice(&xs[at..at + 8]);
-        bytemuck::cast(array)
+    /// One tile of `R` input rows against every weight row of the job.
+    struct Tile<'t, 'j, V, const R: usize, const SIGNED: bool> {
+        v: V,
+        job: &'t Rows<'j>,
+        scales: &'t Scales,
+        first: usize,
+        outs: &'t mut [f32],
     }
 
-    /// Walks every weight row, and its input rows `R_MAX` at a time, calling `tile` with the
-    /// row's widened scales.
-    #[inline(always)]
-    fn for_each_row<const R_MAX: usize>(
-        job: Rows<'_>,
-        mut tile: impl FnMut(&Scales, &[u8], &[f32], &[f32], usize, &mut [f32]),
-    ) {
-        let Rows {
-            format,
-            weight,
-            row_bytes,
-            input,
-            block_sums,
-            m,
-            outs,
-        } = job;
-        let blocks = row_bytes / format.block_bytes();
-        let k = blocks * VALUES_PER_BLOCK;
-        let mut scales = Scales::new(blocks);
-        for (w_row, outs) in weight.chunks_exact(row_bytes).zip(outs.chunks_exact_mut(m)) {
-            let row = format.row(w_row, blocks);
-            scales.fill(&row);
-            let mut first = 0;
-            while first < m {
-                let rows = (m - first).min(R_MAX);
-                let x = &input[first * k..(first + rows) * k];
-                let sums = &block_sums[first * blocks..(first + rows) * blocks];
-                tile(
-                    &scales,
-                    row.quants,
-                    x,
-                    sums,
-                    k,
-                    &mut outs[first..first + rows],
-                );
-                first += rows;
+    impl<'t, V, const R: usize, const SIGNED: bool> Tile<'t, '_, V, R, SIGNED> {
+        /// The tile's input rows as blocks of 32 values, each `blocks` long.
+        #[inline(always)]
+        fn inputs(&self) -> [&'t [[f32; VALUES_PER_BLOCK]]; R] {
+            let job = self.job;
+            let blocks = self.scales.blocks;
+            let k = blocks * VALUES_PER_BLOCK;
+            core::array::from_fn(|r| {
+                let row = &job.input[(self.first + r) * k..][..k];
+                row.as_chunks::<VALUES_PER_BLOCK>().0
+            })
+        }
+
+        /// Weight row `j`'s quants, 16 bytes a chunk (a Q4 block, or half a Q8_0 one).
+        #[inline(always)]
+        fn quants(&self, j: usize) -> &'t [[u8; 16]] {
+            let job = self.job;
+            let w_row = &job.weight[j * job.row_bytes..(j + 1) * job.row_bytes];
+            let quants = job.format.row(w_row, self.scales.blocks).quants;
+            quants.as_chunks::<16>().0
+        }
+    }
+
+    /// Runs every tile of `job` with `$isa`, tiles of the listed widths (widest first).
+    macro_rules! run_tiles {
+        ($name:ident, $isa:ty, [$($r:literal),+]) => {
+            #[doc = concat!("Runs every tile of the job with `", stringify!($isa), "`.")]
+            pub fn $name(v: $isa, mut job: Rows<'_>) {
+                let signed = job.format == QuantFormat::Q8_0;
+                let outs = std::mem::take(&mut job.outs);
+                let scales = &pulp::Simd::vectorize(v, FillScales(v, &job));
+                let job = &job;
+                for (first, rows) in tiles(job.m, [$($r),+][0]) {
+                    let outs = &mut *outs;
+                    match (rows, signed) {
+                        $(
+                            ($r, true) => pulp::Simd::vectorize(
+                                v,
+                                Tile::<$isa, $r, true> { v, job, scales, first, outs },
+                            ),
+                            ($r, false) => pulp::Simd::vectorize(
+                                v,
+                                Tile::<$isa, $r, false> { v, job, scales, first, outs },
+                            ),
+                        )+
+                        _ => unreachable!("tiles() yields only the listed widths"),
+                    }
+                }
+            }
+        };
+    }
+
+    run_tiles!(run_avx512, V4, [8, 4, 2, 1]);
+    run_tiles!(run_avx2, V3, [4, 2, 1]);
+
+    impl<const R: usize, const SIGNED: bool> pulp::WithSimd for Tile<'_, '_, V4, R, SIGNED> {
+        type Output = ();
+
+        // `r` indexes the accumulators and the input rows in lock-step.
+        #[allow(clippy::needless_range_loop)]
+        #[inline(always)]
+        fn with_simd<S: pulp::Simd>(self, _: S) {
+            let v = self.v;
+            let xs = self.inputs();
+            let (first, rows) = (self.first, self.job.outs_rows());
+            for j in 0..rows {
+                let quants = self.quants(j);
+                let (d, offset) = self.scales.row(j);
+                let zero = v.avx512f._mm512_setzero_ps();
+                let (mut low_acc, mut high_acc) = ([zero; R], [zero; R]);
+                for (b, (&d, &offset)) in d.iter().zip(offset).enumerate() {
+                    let (low, high) = block_quants::<SIGNED>(&v, quants, b);
+                    let (d, offset) = (
+                        v.avx512f._mm512_set1_ps(d),
+                        v.avx512f._mm512_set1_ps(offset),
+                    );
+                    let low = v
+                        .avx512f
+                        ._mm512_fmadd_ps(widen16(&v, low, SIGNED), d, offset);
+                    let high = v
+                        .avx512f
+                        ._mm512_fmadd_ps(widen16(&v, high, SIGNED), d, offset);
+                    for r in 0..R {
+                        let [x_low, x_high]: [__m512; 2] = bytemuck::cast(xs[r][b]);
+                        low_acc[r] = v.avx512f._mm512_fmadd_ps(low, x_low, low_acc[r]);
+                        high_acc[r] = v.avx512f._mm512_fmadd_ps(high, x_high, high_acc[r]);
+                    }
+                }
+                for r in 0..R {
+                    let sum = v.avx512f._mm512_add_ps(low_acc[r], high_acc[r]);
+                    self.outs[(first + r) * rows + j] = v.avx512f._mm512_reduce_add_ps(sum);
+                }
             }
         }
     }
 
-    pub struct Avx512<'a>(pub V4, pub Rows<'a>);
+    impl<const R: usize, const SIGNED: bool> pulp::WithSimd for Tile<'_, '_, V3, R, SIGNED> {
+        type Output = ();
 
-    impl pulp::WithSimd for Avx512<'_> {
-        type Output = bool;
+        // `r` indexes the accumulators and the input rows in lock-step.
+        #[allow(clippy::needless_range_loop)]
+        #[inline(always)]
+        fn with_simd<S: pulp::Simd>(self, _: S) {
+            let v = self.v;
+            let xs = self.inputs();
+            let (first, rows) = (self.first, self.job.outs_rows());
+            for j in 0..rows {
+                let quants = self.quants(j);
+                let (d, offset) = self.scales.row(j);
+                let zero = v.avx._mm256_setzero_ps();
+                let (mut even_acc, mut odd_acc) = ([zero; R], [zero; R]);
+                for (b, (&d, &offset)) in d.iter().zip(offset).enumerate() {
+                    let (low, high) = block_quants::<SIGNED>(&v, quants, b);
+                    let (d, offset) = (v.avx._mm256_set1_ps(d), v.avx._mm256_set1_ps(offset));
+                    let (q0, q1) = widen8x2(&v, low, SIGNED);
+                    let (q2, q3) = widen8x2(&v, high, SIGNED);
+                    let w0 = v.fma._mm256_fmadd_ps(q0, d, offset);
+                    let w1 = v.fma._mm256_fmadd_ps(q1, d, offset);
+                    let w2 = v.fma._mm256_fmadd_ps(q2, d, offset);
+                    let w3 = v.fma._mm256_fmadd_ps(q3, d, offset);
+                    for r in 0..R {
+                        let [x0, x1, x2, x3]: [__m256; 4] = bytemuck::cast(xs[r][b]);
+                        even_acc[r] = v.fma._mm256_fmadd_ps(w0, x0, even_acc[r]);
+                        odd_acc[r] = v.fma._mm256_fmadd_ps(w1, x1, odd_acc[r]);
+                        even_acc[r] = v.fma._mm256_fmadd_ps(w2, x2, even_acc[r]);
+                        odd_acc[r] = v.fma._mm256_fmadd_ps(w3, x3, odd_acc[r]);
+                    }
+                }
+                for r in 0..R {
+                    let sum = v.avx._mm256_add_ps(even_acc[r], odd_acc[r]);
+                    let lanes: [f32; 8] = bytemuck::cast(sum);
+                    self.outs[(first + r) * rows + j] = lanes.iter().sum();
+                }
+            }
+        }
+    }
+
+    /// The job's scales widened in a vector context (AVX-512 by `vcvtph2ps`, 16 at a time).
+    struct FillScales<'t, 'j, V>(V, &'t Rows<'j>);
+
+    impl pulp::WithSimd for FillScales<'_, '_, V4> {
+        type Output = Scales;
 
         #[inline(always)]
-        fn with_simd<S: pulp::Simd>(self, _: S) -> bool {
-            let Avx512(v, job) = self;
-            fn run<const SG: bool>(v: &V4, job: Rows<'_>) {
-                for_each_row::<4>(job, |scales, quants, x, sums, k, outs| match outs.len() {
-                    1 => tile_v4::<1, SG>(v, scales, quants, x, sums, k, outs),
-                    2 => tile_v4::<2, SG>(v, scales, quants, x, sums, k, outs),
-                    3 => tile_v4::<3, SG>(v, scales, quants, x, sums, k, outs),
-                    _ => tile_v4::<4, SG>(v, scales, quants, x, sums, k, outs),
-                })
-            }
-            if job.format == QuantFormat::Q8_0 {
-                run::<true>(&v, job)
-            } else {
-                run::<false>(&v, job)
-            }
-            true
+        fn with_simd<S: pulp::Simd>(self, _: S) -> Scales {
+            let FillScales(v, job) = self;
+            let halves = |bytes: &[u8], out: &mut [f32]| {
+                let (whole, rest) = bytes.as_chunks::<32>();
+                let (out_whole, out_rest) = out.split_at_mut(whole.len() * 16);
+                for (sixteen, out) in whole.iter().zip(out_whole.as_chunks_mut::<16>().0) {
+                    let widened = v.avx512f._mm512_cvtph_ps(bytemuck::cast(*sixteen));
+                    *out = bytemuck::cast(widened);
+                }
+                halves_to_f32(rest, out_rest);
+            };
+            Scales::of_rows_with(job.format, job.weight, job.row_bytes, halves)
         }
     }
 
-    // `r` indexes the accumulators and the input rows in lock-step.
-    #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
-    #[inline(always)]
-    fn tile_v4<const R: usize, const SIGNED: bool>(
-        v: &V4,
-        scales: &Scales,
-        quants: &[u8],
-        x: &[f32],
-        sums: &[f32],
-        k: usize,
-        outs: &mut [f32],
-    ) {
-        let blocks = scales.d.len();
-        let mut acc = [v.avx512f._mm512_setzero_ps(); R];
-        let blocks_of = quants.chunks_exact(quant_bytes(SIGNED)).zip(&scales.d);
-        for (b, (bytes, &d)) in blocks_of.enumerate() {
-            let (low, high) = block_quants::<SIGNED>(v, bytes);
-            let (low, high) = (widen16(v, low, SIGNED), widen16(v, high, SIGNED));
-            let scale = v.avx512f._mm512_set1_ps(d);
-            for r in 0..R {
-                let base = r * k + b * VALUES_PER_BLOCK;
-                let t = v.avx512f._mm512_mul_ps(high, load16(x, base + 16));
-                let t = v.avx512f._mm512_fmadd_ps(low, load16(x, base), t);
-                acc[r] = v.avx512f._mm512_fmadd_ps(t, scale, acc[r]);
-            }
-        }
-        for r in 0..R {
-            outs[r] = v.avx512f._mm512_reduce_add_ps(acc[r])
-                + scales.offsets_dot(&sums[r * blocks..(r + 1) * blocks]);
-        }
-    }
-
-    pub struct Avx2<'a>(pub V3, pub Rows<'a>);
-
-    impl pulp::WithSimd for Avx2<'_> {
-        type Output = bool;
+    impl pulp::WithSimd for FillScales<'_, '_, V3> {
+        type Output = Scales;
 
         #[inline(always)]
-        fn with_simd<S: pulp::Simd>(self, _: S) -> bool {
-            let Avx2(v, job) = self;
-            fn run<const SG: bool>(v: &V3, job: Rows<'_>) {
-                for_each_row::<2>(job, |scales, quants, x, sums, k, outs| match outs.len() {
-                    1 => tile_v3::<1, SG>(v, scales, quants, x, sums, k, outs),
-                    _ => tile_v3::<2, SG>(v, scales, quants, x, sums, k, outs),
-                })
-            }
-            if job.format == QuantFormat::Q8_0 {
-                run::<true>(&v, job)
-            } else {
-                run::<false>(&v, job)
-            }
-            true
+        fn with_simd<S: pulp::Simd>(self, _: S) -> Scales {
+            let job = self.1;
+            Scales::of_rows(job.format, job.weight, job.row_bytes)
         }
     }
 
-    // `r` indexes the accumulators and the input rows in lock-step.
-    #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
-    #[inline(always)]
-    fn tile_v3<const R: usize, const SIGNED: bool>(
-        v: &V3,
-        scales: &Scales,
-        quants: &[u8],
-        x: &[f32],
-        sums: &[f32],
-        k: usize,
-        outs: &mut [f32],
-    ) {
-        let blocks = scales.d.len();
-        let mut acc = [(v.avx._mm256_setzero_ps(), v.avx._mm256_setzero_ps()); R];
-        let blocks_of = quants.chunks_exact(quant_bytes(SIGNED)).zip(&scales.d);
-        for (b, (bytes, &d)) in blocks_of.enumerate() {
-            let (low, high) = block_quants::<SIGNED>(v, bytes);
-            let (q0, q1) = widen8x2(v, low, SIGNED);
-            let (q2, q3) = widen8x2(v, high, SIGNED);
-            let scale = v.avx._mm256_set1_ps(d);
-            for r in 0..R {
-                let base = r * k + b * VALUES_PER_BLOCK;
-                let t = v.avx._mm256_mul_ps(q2, load8(x, base + 16));
-                let t = v.fma._mm256_fmadd_ps(q0, load8(x, base), t);
-                acc[r].0 = v.fma._mm256_fmadd_ps(t, scale, acc[r].0);
-                let t = v.avx._mm256_mul_ps(q3, load8(x, base + 24));
-                let t = v.fma._mm256_fmadd_ps(q1, load8(x, base + 8), t);
-                acc[r].1 = v.fma._mm256_fmadd_ps(t, scale, acc[r].1);
-            }
-        }
-        for r in 0..R {
-            let sum = v.avx._mm256_add_ps(acc[r].0, acc[r].1);
-            let lanes: [f32; 8] = bytemuck::cast(sum);
-            outs[r] =
-                lanes.iter().sum::<f32>() + scales.offsets_dot(&sums[r * blocks..(r + 1) * blocks]);
+    impl Rows<'_> {
+        /// Weight rows of the job.
+        #[inline(always)]
+        fn outs_rows(&self) -> usize {
+            self.weight.len() / self.row_bytes
         }
     }
 
@@ -380,27 +435,25 @@ mod x86 {
         fn with_simd<S: pulp::Simd>(self, _: S) -> bool {
             let Widen(v, format, bytes, out) = self;
             let blocks = out.len() / VALUES_PER_BLOCK;
-            let row = format.row(bytes, blocks);
-            let mut scales = Scales::new(blocks);
-            scales.fill(&row);
-            let signed = format == QuantFormat::Q8_0;
-            let quants = row.quants.chunks_exact(quant_bytes(signed));
-            for (b, (values, bytes)) in out
+            let bytes = &bytes[..blocks * format.block_bytes()];
+            let scales = Scales::of_rows(format, bytes, bytes.len());
+            let (d, offset) = scales.row(0);
+            let quants = format.row(bytes, blocks).quants.as_chunks::<16>().0;
+            let blocks_of = out
                 .chunks_exact_mut(VALUES_PER_BLOCK)
-                .zip(quants)
-                .enumerate()
-            {
-                let (low, high) = if signed {
-                    block_quants::<true>(&v, bytes)
+                .zip(d.iter().zip(offset));
+            for (b, (values, (&d, &offset))) in blocks_of.enumerate() {
+                let (low, high) = if format == QuantFormat::Q8_0 {
+                    block_quants::<true>(&v, quants, b)
                 } else {
-                    block_quants::<false>(&v, bytes)
+                    block_quants::<false>(&v, quants, b)
                 };
-                let scale = v.avx._mm256_set1_ps(scales.d[b]);
-                let shift = v.avx._mm256_set1_ps(scales.offset[b]);
+                let signed = format == QuantFormat::Q8_0;
+                let (d, offset) = (v.avx._mm256_set1_ps(d), v.avx._mm256_set1_ps(offset));
                 let (q0, q1) = widen8x2(&v, low, signed);
                 let (q2, q3) = widen8x2(&v, high, signed);
                 for (i, part) in [q0, q1, q2, q3].into_iter().enumerate() {
-                    let value = v.fma._mm256_fmadd_ps(part, scale, shift);
+                    let value = v.fma._mm256_fmadd_ps(part, d, offset);
                     let lanes: [f32; 8] = bytemuck::cast(value);
                     values[8 * i..8 * i + 8].copy_from_slice(&lanes);
                 }

@@ -1,5 +1,6 @@
-//! `bench --model FILE.gguf --streams N [--http]`: the generation engine's aggregate decode
-//! rate with N streams at once against one stream alone, and with `--http` the same streams
+//! `bench --model FILE.gguf --streams N [--http]`: the generation engine's aggregate rate
+//! (end to end, and decode alone) with N streams at once against one stream alone, the median
+//! of three rounds each, and with `--http` the same streams
 //! through the server (streamed `/v1/completions`) against the engine alone.
 
 use std::process::ExitCode;
@@ -44,24 +45,53 @@ pub fn bench_streams(args: BenchArgs) -> Result<ExitCode, Failure> {
             ..GenerateRequest::greedy(prompt, args.gen_tokens)
         }
     };
-    let run = |n: usize| -> Result<(f64, Vec<f64>), Failure> {
+    // One round of n streams at once: (end-to-end rate, decode rate, each time to first token).
+    // The decode rate is each stream's tokens after its first over the time between its first
+    // and its last, summed over the streams (the streams decode together, in one batch): the
+    // steady-state rate, without the prompts' prefill.
+    let run = |n: usize| -> Result<(f64, f64, Vec<f64>), Failure> {
         let started = Instant::now();
         let streams: Vec<_> = (0..n)
             .map(|i| engine.submit(request(i)))
             .collect::<Result<_, _>>()?;
         let mut ttft = Vec::new();
-        let mut generated = 0;
+        let (mut generated, mut decode) = (0, 0.0);
         for stream in streams {
             let done = stream.wait()?;
             ttft.push(done.time_to_first_token.as_secs_f64() * 1e3);
             generated += done.generated_ids.len();
+            let decoding = (done.total_time - done.time_to_first_token).as_secs_f64();
+            if done.generated_ids.len() > 1 && decoding > 0.0 {
+                decode += (done.generated_ids.len() - 1) as f64 / decoding;
+            }
         }
         ttft.sort_by(f64::total_cmp);
-        Ok((generated as f64 / started.elapsed().as_secs_f64(), ttft))
+        Ok((
+            generated as f64 / started.elapsed().as_secs_f64(),
+            decode,
+            ttft,
+        ))
+    };
+    // The median of ROUNDS rounds of each (a shared machine's noise moves one round by a third).
+    const ROUNDS: usize = 3;
+    let median = |values: &mut Vec<f64>| {
+        values.sort_by(f64::total_cmp);
+        values[values.len() / 2]
+    };
+    let rounds = |n: usize| -> Result<(f64, f64, Vec<f64>), Failure> {
+        let (mut rates, mut decodes, mut ttfts) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..ROUNDS {
+            let (rate, decode, ttft) = run(n)?;
+            rates.push(rate);
+            decodes.push(decode);
+            ttfts.extend(ttft);
+        }
+        ttfts.sort_by(f64::total_cmp);
+        Ok((median(&mut rates), median(&mut decodes), ttfts))
     };
     run(1)?; // warm-up
-    let (single, _) = run(1)?;
-    let (aggregate, ttft) = run(args.streams)?;
+    let (single, single_decode, _) = rounds(1)?;
+    let (aggregate, aggregate_decode, ttft) = rounds(args.streams)?;
     let device = engine.device();
     let round = |v: f64| (v * 10.0).round() / 10.0;
     let mut output = json!({
@@ -75,6 +105,10 @@ pub fn bench_streams(args: BenchArgs) -> Result<ExitCode, Failure> {
             "single_stream_tokens_per_second": round(single),
             "aggregate_tokens_per_second": round(aggregate),
             "aggregate_over_single": (aggregate / single * 100.0).round() / 100.0,
+            "single_stream_decode_tokens_per_second": round(single_decode),
+            "aggregate_decode_tokens_per_second": round(aggregate_decode),
+            "decode_aggregate_over_single": (aggregate_decode / single_decode * 100.0).round() / 100.0,
+            "rounds": ROUNDS,
             "ms_to_first_token_p50": round(hipinfer::chaos::percentile(&ttft, 0.5)),
             "ms_to_first_token_p99": round(percentile(&ttft, 0.99)),
     });
