@@ -4,8 +4,8 @@
 //! unpacking is spelled out: 16 bytes of nibbles, masked and shifted, widened (`vpmovzxbd`) and
 //! converted (`vcvtdq2ps`) into two vectors of 16 values (AVX-512) or four of 8 (AVX2).
 //!
-//! Rows are planar (see `backend::quant`): the block scales of a task's weight rows are widened
-//! once into small arrays before the blocks are walked. Each block is decoded into registers as
+//! Rows are planar (see `backend::quant`): a row's block scales are widened into small arrays
+//! before its blocks are walked. Each block is decoded into registers as
 //! the very f32 weights it stands for (`d · q + offset` in one fused multiply-add: exact, the
 //! products of a few-bit quant and an f16 fit f32's mantissa), then multiplied with a tile of
 //! input rows, two multiply-adds per 32 values and row. The input tile is the outer loop, so
@@ -34,61 +34,35 @@ pub fn has_vector_path(format: QuantFormat) -> bool {
 
 /// Block scales and offsets widened to f32 (`value = d · q + offset`), `blocks` per weight row.
 struct Scales {
-    blocks: usize,
     d: Vec<f32>,
     offset: Vec<f32>,
 }
 
 impl Scales {
-    /// Widens the scales (and minimums) of every row of `weight` (planar rows of `row_bytes`):
-    /// branch-free loops over the planar arrays, which vectorise where this is inlined into a
-    /// vector context (unvectorised, this was a fifth of a batched decode step).
-    #[inline(always)]
-    fn of_rows(format: QuantFormat, weight: &[u8], row_bytes: usize) -> Scales {
-        Scales::of_rows_with(format, weight, row_bytes, halves_to_f32)
-    }
-
-    /// [`Scales::of_rows`] with `halves` widening a run of little-endian f16 values.
-    #[inline(always)]
-    fn of_rows_with(
-        format: QuantFormat,
-        weight: &[u8],
-        row_bytes: usize,
-        halves: impl Fn(&[u8], &mut [f32]),
-    ) -> Scales {
-        let blocks = row_bytes / format.block_bytes();
-        let rows = weight.len() / row_bytes;
-        let mut scales = Scales {
-            blocks,
-            d: vec![0.0; rows * blocks],
-            offset: vec![0.0; rows * blocks],
-        };
-        let rows_of = weight.chunks_exact(row_bytes);
-        let outs = scales
-            .d
-            .chunks_exact_mut(blocks)
-            .zip(scales.offset.chunks_exact_mut(blocks));
-        for (bytes, (d, offset)) in rows_of.zip(outs) {
-            let row = format.row(bytes, blocks);
-            halves(row.scales, d);
-            match format {
-                QuantFormat::Q4_1 => halves(row.mins, offset),
-                QuantFormat::Q4_0 => {
-                    for (o, d) in offset.iter_mut().zip(d.iter()) {
-                        *o = -8.0 * d;
-                    }
-                }
-                _ => {}
-            }
+    fn new(blocks: usize) -> Scales {
+        Scales {
+            d: vec![0.0; blocks],
+            offset: vec![0.0; blocks],
         }
-        scales
     }
 
-    /// Row `j`'s scales and offsets.
+    /// Widens the scales (and minimums) of the planar row `w_row`, `halves` widening a run of
+    /// little-endian f16 values. Done row by row, just before the row's blocks are walked, so a
+    /// task reads its weight in order (widening a whole task's scales first left every row's
+    /// quants to be fetched from memory a second time, a tenth of a batched decode step).
     #[inline(always)]
-    fn row(&self, j: usize) -> (&[f32], &[f32]) {
-        let range = j * self.blocks..(j + 1) * self.blocks;
-        (&self.d[range.clone()], &self.offset[range])
+    fn fill(&mut self, format: QuantFormat, w_row: &[u8], halves: impl Fn(&[u8], &mut [f32])) {
+        let row = format.row(w_row, self.d.len());
+        halves(row.scales, &mut self.d);
+        match format {
+            QuantFormat::Q4_1 => halves(row.mins, &mut self.offset),
+            QuantFormat::Q4_0 => {
+                for (o, d) in self.offset.iter_mut().zip(&self.d) {
+                    *o = -8.0 * d;
+                }
+            }
+            _ => self.offset.fill(0.0),
+        }
     }
 }
 
@@ -120,6 +94,7 @@ pub fn dot_rows(
             format,
             weight,
             row_bytes,
+            blocks: row_bytes / format.block_bytes(),
             input,
             m,
             outs,
@@ -162,6 +137,7 @@ mod x86 {
         pub format: QuantFormat,
         pub weight: &'a [u8],
         pub row_bytes: usize,
+        pub blocks: usize,
         pub input: &'a [f32],
         pub m: usize,
         pub outs: &'a mut [f32],
@@ -244,7 +220,6 @@ mod x86 {
     struct Tile<'t, 'j, V, const R: usize, const SIGNED: bool> {
         v: V,
         job: &'t Rows<'j>,
-        scales: &'t Scales,
         first: usize,
         outs: &'t mut [f32],
     }
@@ -254,7 +229,7 @@ mod x86 {
         #[inline(always)]
         fn inputs(&self) -> [&'t [[f32; VALUES_PER_BLOCK]]; R] {
             let job = self.job;
-            let blocks = self.scales.blocks;
+            let blocks = job.blocks;
             let k = blocks * VALUES_PER_BLOCK;
             core::array::from_fn(|r| {
                 let row = &job.input[(self.first + r) * k..][..k];
@@ -266,9 +241,15 @@ mod x86 {
         #[inline(always)]
         fn quants(&self, j: usize) -> &'t [[u8; 16]] {
             let job = self.job;
-            let w_row = &job.weight[j * job.row_bytes..(j + 1) * job.row_bytes];
-            let quants = job.format.row(w_row, self.scales.blocks).quants;
+            let quants = job.format.row(self.w_row(j), job.blocks).quants;
             quants.as_chunks::<16>().0
+        }
+
+        /// Weight row `j`'s bytes.
+        #[inline(always)]
+        fn w_row(&self, j: usize) -> &'t [u8] {
+            let job = self.job;
+            &job.weight[j * job.row_bytes..(j + 1) * job.row_bytes]
         }
     }
 
@@ -279,7 +260,6 @@ mod x86 {
             pub fn $name(v: $isa, mut job: Rows<'_>) {
                 let signed = job.format == QuantFormat::Q8_0;
                 let outs = std::mem::take(&mut job.outs);
-                let scales = &pulp::Simd::vectorize(v, FillScales(v, &job));
                 let job = &job;
                 for (first, rows) in tiles(job.m, [$($r),+][0]) {
                     let outs = &mut *outs;
@@ -287,11 +267,11 @@ mod x86 {
                         $(
                             ($r, true) => pulp::Simd::vectorize(
                                 v,
-                                Tile::<$isa, $r, true> { v, job, scales, first, outs },
+                                Tile::<$isa, $r, true> { v, job, first, outs },
                             ),
                             ($r, false) => pulp::Simd::vectorize(
                                 v,
-                                Tile::<$isa, $r, false> { v, job, scales, first, outs },
+                                Tile::<$isa, $r, false> { v, job, first, outs },
                             ),
                         )+
                         _ => unreachable!("tiles() yields only the listed widths"),
@@ -314,9 +294,12 @@ mod x86 {
             let v = self.v;
             let xs = self.inputs();
             let (first, rows) = (self.first, self.job.outs_rows());
+            let mut scales = Scales::new(self.job.blocks);
             for j in 0..rows {
                 let quants = self.quants(j);
-                let (d, offset) = self.scales.row(j);
+                let halves = |bytes: &[u8], out: &mut [f32]| halves_avx512(&v, bytes, out);
+                scales.fill(self.job.format, self.w_row(j), halves);
+                let (d, offset) = (&scales.d, &scales.offset);
                 let zero = v.avx512f._mm512_setzero_ps();
                 let (mut low_acc, mut high_acc) = ([zero; R], [zero; R]);
                 for (b, (&d, &offset)) in d.iter().zip(offset).enumerate() {
@@ -355,9 +338,11 @@ mod x86 {
             let v = self.v;
             let xs = self.inputs();
             let (first, rows) = (self.first, self.job.outs_rows());
+            let mut scales = Scales::new(self.job.blocks);
             for j in 0..rows {
                 let quants = self.quants(j);
-                let (d, offset) = self.scales.row(j);
+                scales.fill(self.job.format, self.w_row(j), halves_to_f32);
+                let (d, offset) = (&scales.d, &scales.offset);
                 let zero = v.avx._mm256_setzero_ps();
                 let (mut even_acc, mut odd_acc) = ([zero; R], [zero; R]);
                 for (b, (&d, &offset)) in d.iter().zip(offset).enumerate() {
@@ -386,36 +371,16 @@ mod x86 {
         }
     }
 
-    /// The job's scales widened in a vector context (AVX-512 by `vcvtph2ps`, 16 at a time).
-    struct FillScales<'t, 'j, V>(V, &'t Rows<'j>);
-
-    impl pulp::WithSimd for FillScales<'_, '_, V4> {
-        type Output = Scales;
-
-        #[inline(always)]
-        fn with_simd<S: pulp::Simd>(self, _: S) -> Scales {
-            let FillScales(v, job) = self;
-            let halves = |bytes: &[u8], out: &mut [f32]| {
-                let (whole, rest) = bytes.as_chunks::<32>();
-                let (out_whole, out_rest) = out.split_at_mut(whole.len() * 16);
-                for (sixteen, out) in whole.iter().zip(out_whole.as_chunks_mut::<16>().0) {
-                    let widened = v.avx512f._mm512_cvtph_ps(bytemuck::cast(*sixteen));
-                    *out = bytemuck::cast(widened);
-                }
-                halves_to_f32(rest, out_rest);
-            };
-            Scales::of_rows_with(job.format, job.weight, job.row_bytes, halves)
+    /// Little-endian f16 values widened with AVX-512's `vcvtph2ps`, 16 at a time.
+    #[inline(always)]
+    fn halves_avx512(v: &V4, bytes: &[u8], out: &mut [f32]) {
+        let (whole, rest) = bytes.as_chunks::<32>();
+        let (out_whole, out_rest) = out.split_at_mut(whole.len() * 16);
+        for (sixteen, out) in whole.iter().zip(out_whole.as_chunks_mut::<16>().0) {
+            let widened = v.avx512f._mm512_cvtph_ps(bytemuck::cast(*sixteen));
+            *out = bytemuck::cast(widened);
         }
-    }
-
-    impl pulp::WithSimd for FillScales<'_, '_, V3> {
-        type Output = Scales;
-
-        #[inline(always)]
-        fn with_simd<S: pulp::Simd>(self, _: S) -> Scales {
-            let job = self.1;
-            Scales::of_rows(job.format, job.weight, job.row_bytes)
-        }
+        halves_to_f32(rest, out_rest);
     }
 
     impl Rows<'_> {
@@ -436,8 +401,9 @@ mod x86 {
             let Widen(v, format, bytes, out) = self;
             let blocks = out.len() / VALUES_PER_BLOCK;
             let bytes = &bytes[..blocks * format.block_bytes()];
-            let scales = Scales::of_rows(format, bytes, bytes.len());
-            let (d, offset) = scales.row(0);
+            let mut scales = Scales::new(blocks);
+            scales.fill(format, bytes, halves_to_f32);
+            let (d, offset) = (&scales.d, &scales.offset);
             let quants = format.row(bytes, blocks).quants.as_chunks::<16>().0;
             let blocks_of = out
                 .chunks_exact_mut(VALUES_PER_BLOCK)
