@@ -61,7 +61,8 @@ impl Scales {
                     *o = -8.0 * d;
                 }
             }
-            _ => self.offset.fill(0.0),
+            // Q8_0: no offsets; they stay the zeros `new` made.
+            _ => {}
         }
     }
 }
@@ -203,6 +204,28 @@ mod x86 {
         (v.avx._mm256_cvtepi32_ps(a), v.avx._mm256_cvtepi32_ps(b))
     }
 
+    /// Block `b` of a row's quants decoded to its 32 f32 weights (`d · q + offset`), AVX2.
+    #[inline(always)]
+    fn block_weights8x4<const SIGNED: bool>(
+        v: &V3,
+        quants: &[[u8; 16]],
+        b: usize,
+        d: f32,
+        offset: f32,
+    ) -> [__m256; 4] {
+        let (low, high) = block_quants::<SIGNED>(v, quants, b);
+        let (d, offset) = (v.avx._mm256_set1_ps(d), v.avx._mm256_set1_ps(offset));
+        let (q0, q1) = widen8x2(v, low, SIGNED);
+        let (q2, q3) = widen8x2(v, high, SIGNED);
+        // Written out, not an array `.map` (see `widen8x2`).
+        [
+            v.fma._mm256_fmadd_ps(q0, d, offset),
+            v.fma._mm256_fmadd_ps(q1, d, offset),
+            v.fma._mm256_fmadd_ps(q2, d, offset),
+            v.fma._mm256_fmadd_ps(q3, d, offset),
+        ]
+    }
+
     /// The input rows split into tiles of 8, 4, 2 and 1 rows (at most `widest`): `(first, rows)`.
     fn tiles(m: usize, widest: usize) -> impl Iterator<Item = (usize, usize)> {
         let mut first = 0;
@@ -295,9 +318,9 @@ mod x86 {
             let xs = self.inputs();
             let (first, rows) = (self.first, self.job.outs_rows());
             let mut scales = Scales::new(self.job.blocks);
+            let halves = |bytes: &[u8], out: &mut [f32]| halves_avx512(&v, bytes, out);
             for j in 0..rows {
                 let quants = self.quants(j);
-                let halves = |bytes: &[u8], out: &mut [f32]| halves_avx512(&v, bytes, out);
                 scales.fill(self.job.format, self.w_row(j), halves);
                 let (d, offset) = (&scales.d, &scales.offset);
                 let zero = v.avx512f._mm512_setzero_ps();
@@ -346,14 +369,7 @@ mod x86 {
                 let zero = v.avx._mm256_setzero_ps();
                 let (mut even_acc, mut odd_acc) = ([zero; R], [zero; R]);
                 for (b, (&d, &offset)) in d.iter().zip(offset).enumerate() {
-                    let (low, high) = block_quants::<SIGNED>(&v, quants, b);
-                    let (d, offset) = (v.avx._mm256_set1_ps(d), v.avx._mm256_set1_ps(offset));
-                    let (q0, q1) = widen8x2(&v, low, SIGNED);
-                    let (q2, q3) = widen8x2(&v, high, SIGNED);
-                    let w0 = v.fma._mm256_fmadd_ps(q0, d, offset);
-                    let w1 = v.fma._mm256_fmadd_ps(q1, d, offset);
-                    let w2 = v.fma._mm256_fmadd_ps(q2, d, offset);
-                    let w3 = v.fma._mm256_fmadd_ps(q3, d, offset);
+                    let [w0, w1, w2, w3] = block_weights8x4::<SIGNED>(&v, quants, b, d, offset);
                     for r in 0..R {
                         let [x0, x1, x2, x3]: [__m256; 4] = bytemuck::cast(xs[r][b]);
                         even_acc[r] = v.fma._mm256_fmadd_ps(w0, x0, even_acc[r]);
@@ -409,20 +425,13 @@ mod x86 {
                 .chunks_exact_mut(VALUES_PER_BLOCK)
                 .zip(d.iter().zip(offset));
             for (b, (values, (&d, &offset))) in blocks_of.enumerate() {
-                let (low, high) = if format == QuantFormat::Q8_0 {
-                    block_quants::<true>(&v, quants, b)
+                let weights = if format == QuantFormat::Q8_0 {
+                    block_weights8x4::<true>(&v, quants, b, d, offset)
                 } else {
-                    block_quants::<false>(&v, quants, b)
+                    block_weights8x4::<false>(&v, quants, b, d, offset)
                 };
-                let signed = format == QuantFormat::Q8_0;
-                let (d, offset) = (v.avx._mm256_set1_ps(d), v.avx._mm256_set1_ps(offset));
-                let (q0, q1) = widen8x2(&v, low, signed);
-                let (q2, q3) = widen8x2(&v, high, signed);
-                for (i, part) in [q0, q1, q2, q3].into_iter().enumerate() {
-                    let value = v.fma._mm256_fmadd_ps(part, d, offset);
-                    let lanes: [f32; 8] = bytemuck::cast(value);
-                    values[8 * i..8 * i + 8].copy_from_slice(&lanes);
-                }
+                let weights: [f32; VALUES_PER_BLOCK] = bytemuck::cast(weights);
+                values.copy_from_slice(&weights);
             }
             true
         }
