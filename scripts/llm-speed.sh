@@ -18,16 +18,28 @@ bin=${HIPINFER_BIN:-target/release/hipinfer}
 [ -x "$bin" ] || cargo build --release
 
 # llama-cpp-python builds llama.cpp from source with this CPU's flags (GGML_NATIVE), ~10 min.
-venv=${LLAMA_CPP_VENV:-.cache/llama-cpp-venv}
+# Without AMX: llama.cpp 0.3.36's AMX matrix product (compiled in where -march=native has AMX,
+# as on Sapphire Rapids) dies with SIGSEGV in ggml_backend_amx_mul_mat on this Q4_1 model, so on
+# such a CPU its AVX-512/VNNI kernels are measured (the compiler's explicit -mno-amx-* wins over
+# -march=native whatever their order). The venv's name says which build it holds.
+cmake_args="-DGGML_NATIVE=ON"
+venv_default=.cache/llama-cpp-venv
+if grep -qw amx_tile /proc/cpuinfo; then
+    no_amx="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+    cmake_args="$cmake_args -DCMAKE_C_FLAGS='$no_amx' -DCMAKE_CXX_FLAGS='$no_amx'"
+    venv_default=.cache/llama-cpp-venv-no-amx
+fi
+venv=${LLAMA_CPP_VENV:-$venv_default}
 if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import llama_cpp' 2>/dev/null; then
     rm -rf "$venv"
     python3 -m venv "$venv"
-    CMAKE_ARGS="-DGGML_NATIVE=ON" "$venv/bin/python" -m pip install --quiet \
-        --disable-pip-version-check cmake ninja "llama-cpp-python==0.3.36"
+    CMAKE_ARGS="$cmake_args" "$venv/bin/python" -m pip install --quiet \
+        --disable-pip-version-check --no-cache-dir cmake ninja "llama-cpp-python==0.3.36"
 fi
 
 echo "# $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | xargs), $(nproc) cores, threads $threads"
 echo "# flags: $(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -E '^(avx2|fma|f16c|avx512f|avx512bw|avx512vl|avx512_vnni|avx512_bf16|amx_bf16|amx_int8)$' | xargs)"
+echo "# llama.cpp: llama-cpp-python 0.3.36, CMAKE_ARGS=$cmake_args"
 echo "# model: $model ($(stat -c %s "$model") bytes), prompt $prompt tokens, generate $gen"
 for round in $(seq "$rounds"); do
     echo "# round $round"
