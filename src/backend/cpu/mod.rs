@@ -251,8 +251,8 @@ impl CpuBackend {
                     WARNED.call_once(|| {
                         tracing::warn!(
                             level = %self.level,
-                            "int8 without AVX-512 VNNI runs on portable integer code, slower \
-                             than f32 here: bf16 or f32 is faster on this CPU"
+                            "int8 without AVX-512 VNNI multiplies with AVX2's vpmaddubsw (or \
+                             portable integer code), slower than f32: f32 is faster on this CPU"
                         )
                     });
                 }

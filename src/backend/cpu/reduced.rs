@@ -13,8 +13,10 @@
 //!
 //! A tile of up to 4 input rows × 4 blocks of 16 columns keeps 16 accumulators in registers; the
 //! inner loop loads 4 weight vectors, broadcasts 4 input words and issues 16 dot-product
-//! instructions. The instruction-specific loops (VNNI, BF16) sit next to a portable one of the
-//! same shape, chosen by the thread's [`SimdLevel`].
+//! instructions. The instruction-specific loops (VNNI, BF16, and int8 on AVX2's
+//! `vpmaddubsw`) sit next to a portable one of the same shape, chosen by the thread's
+//! [`SimdLevel`]; the int8 ones compute the same integer sums, so every level gives the same
+//! bits.
 
 use rayon::prelude::*;
 
@@ -348,6 +350,9 @@ impl Job<'_> {
                     // avx512f/bw/dq/vl and avx512vnni were detected at run time: the function's
                     // target features are present.
                     unsafe { x86::dot_int8_vnni(&operands, values) };
+                } else if level >= SimdLevel::Avx2 {
+                    // SAFETY: as above; Avx2 means avx2 and fma were detected at run time.
+                    unsafe { x86::dot_int8_avx2(&operands, values) };
                 } else {
                     with_simd(PortableInt8 {
                         operands: &operands,
@@ -664,6 +669,51 @@ mod x86 {
                 let lanes: [f32; BLOCK] = bytemuck::cast(totals[r][b]);
                 for (o, v) in out[r][b].iter_mut().zip(lanes) {
                     *o += v;
+                }
+            }
+        }
+    }
+
+    /// A full int8 tile without VNNI: `vpmaddubsw` multiplies unsigned by signed bytes but
+    /// sums each pair in saturating i16, which `q + 128` (up to 255) would overflow, so the
+    /// inputs go back to their signed `q` and the signs move onto them: `|w| · sign(w)·q = w·q`,
+    /// a pair at most 2 · 127 · 127; `vpmaddwd` by ones sums the pairs into i32. These sums are
+    /// VNNI's after its offset correction, exactly, so the same f32 epilogue gives the same
+    /// bits. One block at a time (its four rows' accumulators, 8 registers, fit AVX2's 16).
+    // `r` walks the rows' slices and accumulators in lock-step.
+    #[allow(clippy::needless_range_loop)]
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) fn dot_int8_avx2(t: &Int8Tile<'_>, out: &mut [[[f32; BLOCK]; 4]; 4]) {
+        let per_span = super::K_PER_SCALE / 4;
+        let groups = t.groups;
+        // Slices of exactly the length the loops read: no bounds checks inside them.
+        let weights = t.weight.map(|w| &w[..groups * BLOCK]);
+        let xs = t.x.map(|x| &x[..groups]);
+        let ones = _mm256_set1_epi16(1);
+        let spans = t.x_scales[0].len();
+        for span in 0..spans {
+            let (first, last) = (span * per_span, ((span + 1) * per_span).min(groups));
+            for b in 0..4 {
+                let mut sums = [[_mm256_setzero_si256(); 2]; 4];
+                for g in first..last {
+                    let w: [__m256i; 2] = bytemuck::cast(words(weights[b], g * BLOCK));
+                    let magnitude = w.map(|w| _mm256_sign_epi8(w, w));
+                    for r in 0..4 {
+                        let q = _mm256_set1_epi32((xs[r][g] ^ 0x8080_8080) as i32);
+                        for h in 0..2 {
+                            let pairs =
+                                _mm256_maddubs_epi16(magnitude[h], _mm256_sign_epi8(q, w[h]));
+                            let quads = _mm256_madd_epi16(pairs, ones);
+                            sums[r][h] = _mm256_add_epi32(sums[r][h], quads);
+                        }
+                    }
+                }
+                for r in 0..4 {
+                    let sums: [i32; BLOCK] = bytemuck::cast(sums[r]);
+                    let scale = t.x_scales[r][span];
+                    for (o, s) in out[r][b].iter_mut().zip(sums) {
+                        *o = (s as f32).mul_add(scale, *o);
+                    }
                 }
             }
         }
